@@ -1,0 +1,542 @@
+//! The `switchboard` command line: server, migrations, and the platform
+//! team's tools. Each platform command calls the same operation as the
+//! matching `/platform/api` route.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+
+use crate::configuration::Settings;
+use crate::crypto::api_key::KeyScope;
+use crate::platform::{CreateTenant, CreateUser, SetCredential};
+use crate::startup::{self, Application, Runtime};
+use crate::{demo, telemetry};
+
+/// Multi-tenant AI phone answering.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard", version, about)]
+pub struct Cli {
+    /// Configuration file (default: $SWITCHBOARD_CONFIG, else ./switchboard.toml if present).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (HTTP API, and later the Twilio edge).
+    Serve,
+    /// Create roles and database if needed and apply migrations.
+    Migrate,
+    /// Run the offline demo: migrate, create the demo tenants from fixtures.
+    Demo(DemoArgs),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Assign and release phone numbers.
+    #[command(subcommand)]
+    Number(NumberCommand),
+    /// Manage staff and platform users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create API keys.
+    #[command(subcommand)]
+    Apikey(ApikeyCommand),
+    /// Store a tenant's bring-your-own vendor credentials.
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Master key operations.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `switchboard demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory of tenant fixture files (`*.toml`).
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<PathBuf>,
+}
+
+/// `switchboard config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate and print the effective configuration, secrets masked.
+    Check,
+}
+
+/// `switchboard tenant …`.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create(TenantCreateArgs),
+    /// List tenants with this month's usage.
+    List(JsonFlag),
+    /// Show one tenant in full.
+    Show {
+        /// Tenant slug.
+        slug: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Suspend a tenant: its numbers reject calls.
+    Suspend {
+        /// Tenant slug.
+        slug: String,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        /// Tenant slug.
+        slug: String,
+    },
+}
+
+/// `--json`.
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `switchboard tenant create`.
+#[derive(Debug, Args)]
+pub struct TenantCreateArgs {
+    /// Industry template (insurance, real_estate, law_firm, general).
+    #[arg(long)]
+    pub template: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: String,
+    /// Unique slug.
+    #[arg(long)]
+    pub slug: String,
+    /// Phone number to assign (E.164; repeatable).
+    #[arg(long = "number")]
+    pub numbers: Vec<String>,
+    /// The receptionist's name.
+    #[arg(long)]
+    pub agent_name: Option<String>,
+    /// What the agent says when answering.
+    #[arg(long)]
+    pub greeting: Option<String>,
+    /// Plan tier.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Monthly call limit.
+    #[arg(long)]
+    pub call_limit: Option<i32>,
+    /// IANA time zone, e.g. America/Los_Angeles.
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Number to transfer callers to.
+    #[arg(long)]
+    pub transfer_number: Option<String>,
+}
+
+/// `switchboard number …`.
+#[derive(Debug, Subcommand)]
+pub enum NumberCommand {
+    /// Assign a number to a tenant.
+    Assign {
+        /// Tenant slug.
+        slug: String,
+        /// E.164 number.
+        number: String,
+    },
+    /// Release a number from whichever tenant holds it.
+    Release {
+        /// E.164 number.
+        number: String,
+    },
+}
+
+/// `switchboard user …`.
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is read from standard input (one line)
+    /// or generated and printed once.
+    Create {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// platform-admin, admin, agent or viewer.
+        #[arg(long)]
+        role: String,
+        /// Tenant slug (all roles but platform-admin).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// `switchboard apikey …`.
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create a key; it is printed once, alone on the last line.
+    Create(ApikeyCreateArgs),
+}
+
+/// `switchboard apikey create`.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "scope")]
+pub struct ApikeyCreateArgs {
+    /// A platform key (the /platform/api surface).
+    #[arg(long, group = "scope")]
+    pub platform: bool,
+    /// A service key (internal services; may name any customer).
+    #[arg(long, group = "scope")]
+    pub service: bool,
+    /// A tenant key for this tenant slug (its own customer only).
+    #[arg(long, group = "scope", value_name = "SLUG")]
+    pub tenant: Option<String>,
+    /// A label for the key.
+    #[arg(long, default_value = "cli")]
+    pub name: String,
+}
+
+/// `switchboard credentials …`.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Seal and store a vendor secret, read from standard input.
+    Set {
+        /// Tenant slug.
+        slug: String,
+        /// twilio, openai, elevenlabs or deepgram.
+        #[arg(long)]
+        provider: String,
+        /// Non-secret id: the Twilio AccountSid.
+        #[arg(long)]
+        public_id: Option<String>,
+        /// Non-secret setting KEY=VALUE (repeatable), e.g. base_url=…, model=….
+        #[arg(long = "setting", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+}
+
+/// `switchboard keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Re-seal every credential under the current master key version.
+    Rotate,
+}
+
+/// The actor name CLI changes are audited under.
+const CLI_ACTOR: &str = "cli";
+
+/// Parses arguments, runs the command, and maps failure to exit code 1.
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log);
+    match execute(cli.command, settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Config(ConfigCommand::Check) => {
+            print!("{}", settings.render_masked());
+            Ok(())
+        }
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until_stopped(startup::shutdown_signal()).await
+        }
+        Command::Demo(args) => demo::run(settings, args.fixtures).await,
+        other => {
+            let runtime = Runtime::open(&settings).await?;
+            let result = platform_command(&runtime, other).await;
+            runtime.close().await?;
+            result
+        }
+    }
+}
+
+async fn platform_command(runtime: &Runtime, command: Command) -> anyhow::Result<()> {
+    let platform = &runtime.platform;
+    match command {
+        Command::Migrate => {
+            println!("database is migrated and ready");
+        }
+        Command::Tenant(TenantCommand::Create(a)) => {
+            let created = platform
+                .create_tenant(
+                    CLI_ACTOR,
+                    CreateTenant {
+                        slug: a.slug,
+                        name: a.name,
+                        template: a.template,
+                        numbers: a.numbers,
+                        agent_name: a.agent_name,
+                        greeting: a.greeting,
+                        plan_tier: a.plan,
+                        monthly_call_limit: a.call_limit,
+                        timezone: a.timezone,
+                        transfer_number: a.transfer_number,
+                        voice_id: None,
+                        personality: None,
+                        prohibited_topics: Vec::new(),
+                    },
+                )
+                .await?;
+            let c = &created.customer;
+            println!("created tenant {} ({})", c.slug, c.customer_id);
+            for n in &created.numbers {
+                println!("  number {}", n.e164);
+            }
+        }
+        Command::Tenant(TenantCommand::List(flag)) => {
+            let tenants = platform.list_tenants().await?;
+            if flag.json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else {
+                println!(
+                    "{:<20} {:<32} {:<10} {:<10} {:>7} {:>7} {:>9}",
+                    "SLUG", "NAME", "STATUS", "PLAN", "NUMBERS", "CALLS", "MINUTES"
+                );
+                for t in &tenants {
+                    println!(
+                        "{:<20} {:<32} {:<10} {:<10} {:>7} {:>7} {:>9}",
+                        t.slug,
+                        truncate(&t.name, 32),
+                        t.status,
+                        t.plan_tier,
+                        t.numbers,
+                        t.calls_this_month,
+                        minutes(t.call_seconds_this_month)
+                    );
+                }
+                println!("{} tenant(s)", tenants.len());
+            }
+        }
+        Command::Tenant(TenantCommand::Show { slug, json }) => {
+            let details = platform.show_tenant(&slug).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&details)?);
+            } else {
+                let c = &details.customer;
+                println!("{} ({})", c.name, c.slug);
+                println!("  id:         {}", c.customer_id);
+                println!("  status:     {}", c.status);
+                println!(
+                    "  plan:       {} (call limit {})",
+                    c.plan_tier,
+                    limit(c.monthly_call_limit)
+                );
+                println!("  template:   {} v{}", c.template_slug, c.template_version);
+                println!("  agent:      {}", c.agent_name);
+                println!("  greeting:   {}", c.greeting);
+                println!("  timezone:   {}", c.timezone);
+                println!(
+                    "  transfer:   {}",
+                    c.transfer_number.as_deref().unwrap_or("-")
+                );
+                for n in &details.numbers {
+                    println!("  number:     {}", n.e164);
+                }
+                for cred in &details.credentials {
+                    println!(
+                        "  credential: {} {} (key v{})",
+                        cred.provider, cred.secret_hint, cred.key_version
+                    );
+                }
+                let u = &details.usage_this_month;
+                println!(
+                    "  this month: {} calls, {} refused, {} min",
+                    u.calls,
+                    u.refused_calls,
+                    minutes(u.call_seconds)
+                );
+            }
+        }
+        Command::Tenant(TenantCommand::Suspend { slug }) => {
+            platform
+                .set_tenant_status(CLI_ACTOR, &slug, "suspended")
+                .await?;
+            println!("suspended {slug}");
+        }
+        Command::Tenant(TenantCommand::Resume { slug }) => {
+            platform
+                .set_tenant_status(CLI_ACTOR, &slug, "active")
+                .await?;
+            println!("resumed {slug}");
+        }
+        Command::Number(NumberCommand::Assign { slug, number }) => {
+            let n = platform.assign_number(CLI_ACTOR, &slug, &number).await?;
+            println!("assigned {} to {slug}", n.e164);
+        }
+        Command::Number(NumberCommand::Release { number }) => {
+            platform.release_number(CLI_ACTOR, &number).await?;
+            println!("released {number}");
+        }
+        Command::User(UserCommand::Create {
+            email,
+            name,
+            role,
+            tenant,
+            password_stdin,
+        }) => {
+            let (password, generated) = if password_stdin {
+                (read_stdin_secret("password")?, false)
+            } else {
+                (SecretString::from(generate_password()), true)
+            };
+            let shown =
+                generated.then(|| secrecy::ExposeSecret::expose_secret(&password).to_string());
+            let user = platform
+                .create_user(
+                    CLI_ACTOR,
+                    CreateUser {
+                        email,
+                        name,
+                        role,
+                        tenant,
+                        password,
+                    },
+                )
+                .await?;
+            println!(
+                "created {} {} {}",
+                user.role,
+                user.email,
+                user.tenant.map(|t| format!("at {t}")).unwrap_or_default()
+            );
+            if let Some(p) = shown {
+                println!("generated password (shown once): {p}");
+            }
+        }
+        Command::Apikey(ApikeyCommand::Create(a)) => {
+            let scope = if a.platform {
+                KeyScope::Platform
+            } else if a.service {
+                KeyScope::Service
+            } else {
+                KeyScope::Tenant
+            };
+            let key = platform
+                .create_api_key(CLI_ACTOR, scope, a.tenant.as_deref(), &a.name)
+                .await?;
+            println!(
+                "created {} key {} ({}); it is shown once, store it now:",
+                scope.as_str(),
+                key.prefix,
+                key.key_id
+            );
+            println!("{}", key.key);
+        }
+        Command::Credentials(CredentialsCommand::Set {
+            slug,
+            provider,
+            public_id,
+            settings,
+        }) => {
+            let mut map = serde_json::Map::new();
+            for pair in settings {
+                let (k, v) = pair
+                    .split_once('=')
+                    .with_context(|| format!("--setting `{pair}` is not KEY=VALUE"))?;
+                map.insert(
+                    k.trim().to_string(),
+                    serde_json::Value::String(v.trim().to_string()),
+                );
+            }
+            let secret = read_stdin_secret("secret")?;
+            let summary = platform
+                .set_credential(
+                    CLI_ACTOR,
+                    &slug,
+                    SetCredential {
+                        provider,
+                        secret,
+                        public_id,
+                        settings: map,
+                    },
+                )
+                .await?;
+            println!(
+                "stored {} credential for {slug} ({}, sealed with key v{})",
+                summary.provider, summary.secret_hint, summary.key_version
+            );
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let n = platform.rotate_keys(CLI_ACTOR).await?;
+            println!(
+                "re-sealed {n} credential(s) under key v{}",
+                platform.keyring().current_version()
+            );
+        }
+        Command::Serve | Command::Demo(_) | Command::Config(_) => {}
+    }
+    Ok(())
+}
+
+fn read_stdin_secret(what: &str) -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("{what}: ");
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("could not read the {what} from standard input"))?;
+    let trimmed = line.trim_end_matches(['\r', '\n']).to_string();
+    if trimmed.is_empty() {
+        anyhow::bail!("no {what} on standard input");
+    }
+    Ok(SecretString::from(trimmed))
+}
+
+fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rngs::OsRng;
+    (0..20)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max - 1).collect();
+        format!("{cut}…")
+    }
+}
+
+fn limit(value: Option<i32>) -> String {
+    value.map_or_else(|| "none".to_string(), |v| v.to_string())
+}
+
+fn minutes(seconds: i64) -> i64 {
+    (seconds + 59) / 60
+}

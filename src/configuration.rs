@@ -1,0 +1,731 @@
+//! Typed settings: an optional TOML file overlaid with `SWITCHBOARD_*`
+//! environment variables, validated once at start; secrets stay wrapped.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file
+//! (`--config PATH`, `SWITCHBOARD_CONFIG`, or `./switchboard.toml` when it
+//! exists), then environment variables. Every setting has one variable; the
+//! table lives in the README and in [`ENV_VARS`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// Environment variables Switchboard reads, with the setting each overrides.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SWITCHBOARD_CONFIG", "path of the TOML configuration file"),
+    ("SWITCHBOARD_LISTEN", "listen"),
+    ("SWITCHBOARD_PUBLIC_URL", "public_url"),
+    ("SWITCHBOARD_DATA_DIR", "data_dir"),
+    ("SWITCHBOARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("SWITCHBOARD_LOG_FORMAT", "log.format"),
+    ("SWITCHBOARD_LOG_LEVEL", "log.level"),
+    ("SWITCHBOARD_DATABASE_URL", "database.url"),
+    ("SWITCHBOARD_DATABASE_OWNER_URL", "database.owner_url"),
+    ("SWITCHBOARD_DATABASE_ADMIN_URL", "database.admin_url"),
+    (
+        "SWITCHBOARD_DATABASE_MAX_CONNECTIONS",
+        "database.max_connections",
+    ),
+    ("SWITCHBOARD_POSTGRES_BIN_DIR", "database.postgres_bin_dir"),
+    ("SWITCHBOARD_MASTER_KEY", "secrets.master_key"),
+    (
+        "SWITCHBOARD_MASTER_KEY_VERSION",
+        "secrets.master_key_version",
+    ),
+    (
+        "SWITCHBOARD_PREVIOUS_MASTER_KEYS",
+        "secrets.previous_master_keys",
+    ),
+];
+
+/// The validated configuration of one Switchboard process.
+#[derive(Clone)]
+pub struct Settings {
+    /// Socket address the HTTP server binds (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Base URL Twilio and browsers use to reach us; webhook signatures are
+    /// checked against URLs rebuilt from it, never from proxy headers.
+    pub public_url: url_base::BaseUrl,
+    /// Where Switchboard keeps its private state: the managed PostgreSQL
+    /// cluster, the generated master key, downloaded models.
+    pub data_dir: PathBuf,
+    /// How long live calls may drain after SIGTERM before they are cut.
+    pub shutdown_grace: std::time::Duration,
+    /// Log output settings.
+    pub log: LogSettings,
+    /// Database connection settings.
+    pub database: DatabaseSettings,
+    /// Keys that seal provider credentials at rest.
+    pub secrets: SecretSettings,
+}
+
+/// Log output settings.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// Human-readable lines or one JSON object per line.
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive such as `info` or `switchboard=debug`.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Compact coloured lines for terminals.
+    Human,
+    /// One JSON object per line for log shippers.
+    Json,
+}
+
+/// Where the database is and who we are on it.
+#[derive(Clone)]
+pub struct DatabaseSettings {
+    /// The application role's URL (NOSUPERUSER, NOBYPASSRLS). `None` runs a
+    /// private cluster under the data directory.
+    pub url: Option<SecretString>,
+    /// The owner role's URL, used only to run migrations.
+    pub owner_url: Option<SecretString>,
+    /// A role allowed to create roles and databases, used only to bootstrap
+    /// a configured server on first run. Optional.
+    pub admin_url: Option<SecretString>,
+    /// Pool size of the application role's pool.
+    pub max_connections: u32,
+    /// PostgreSQL server binaries for the private cluster (auto-detected).
+    pub postgres_bin_dir: Option<PathBuf>,
+}
+
+/// Master keys for credential sealing.
+#[derive(Clone)]
+pub struct SecretSettings {
+    /// The current 32-byte master key. `None` means "use or create
+    /// `<data_dir>/master.key`", which suits a single machine only.
+    pub master_key: Option<MasterKey>,
+    /// Version number of the current key; stored beside each sealed secret.
+    pub master_key_version: u32,
+    /// Older keys by version, kept so that `keys rotate` can re-seal.
+    pub previous_master_keys: BTreeMap<u32, MasterKey>,
+}
+
+/// A 32-byte key that never prints.
+#[derive(Clone)]
+pub struct MasterKey(std::sync::Arc<secrecy::SecretBox<[u8; 32]>>);
+
+impl MasterKey {
+    /// Wraps raw key bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(std::sync::Arc::new(secrecy::SecretBox::new(Box::new(
+            bytes,
+        ))))
+    }
+
+    /// Parses standard base64 (with or without padding) of exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Self, ConfigError> {
+        let trimmed = text.trim();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(trimmed)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+            .map_err(|_| ConfigError::invalid("secrets.master_key", "is not valid base64"))?;
+        let bytes: [u8; 32] = decoded.try_into().map_err(|_| {
+            ConfigError::invalid("secrets.master_key", "must decode to exactly 32 bytes")
+        })?;
+        Ok(Self::from_bytes(bytes))
+    }
+
+    /// The key bytes, for the cipher only.
+    pub fn expose(&self) -> &[u8; 32] {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKey([redacted])")
+    }
+}
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file we tried.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has unknown keys.
+    #[error("configuration file {path} is invalid: {message}")]
+    Parse {
+        /// The file we parsed.
+        path: PathBuf,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A value is present but wrong.
+    #[error("setting `{key}` {problem}")]
+    Invalid {
+        /// Dotted setting name.
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The file layer, every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    public_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    shutdown_grace_secs: Option<u64>,
+    #[serde(default)]
+    log: FileLog,
+    #[serde(default)]
+    database: FileDatabase,
+    #[serde(default)]
+    secrets: FileSecrets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDatabase {
+    url: Option<String>,
+    owner_url: Option<String>,
+    admin_url: Option<String>,
+    max_connections: Option<u32>,
+    postgres_bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSecrets {
+    master_key: Option<String>,
+    master_key_version: Option<u32>,
+    #[serde(default)]
+    previous_master_keys: BTreeMap<String, String>,
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub trait EnvSource {
+    /// The value of `name`, if set and not empty.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl EnvSource for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl EnvSource for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+impl Settings {
+    /// Loads settings from the process environment and the configuration
+    /// file it points at (or `explicit_file`).
+    pub fn load(explicit_file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(explicit_file, &ProcessEnv)
+    }
+
+    /// Loads settings with an explicit environment (for tests).
+    pub fn load_from(
+        explicit_file: Option<&Path>,
+        env: &dyn EnvSource,
+    ) -> Result<Self, ConfigError> {
+        let file_path = explicit_file
+            .map(Path::to_path_buf)
+            .or_else(|| env.var("SWITCHBOARD_CONFIG").map(PathBuf::from))
+            .or_else(|| {
+                let default = PathBuf::from("switchboard.toml");
+                default.exists().then_some(default)
+            });
+        let file = match &file_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileSettings>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.clone(),
+                    message: e.message().to_string(),
+                })?
+            }
+            None => FileSettings::default(),
+        };
+        Self::merge(file, env)
+    }
+
+    fn merge(file: FileSettings, env: &dyn EnvSource) -> Result<Self, ConfigError> {
+        let listen_text = env
+            .var("SWITCHBOARD_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::invalid(
+                "listen",
+                format!("`{listen_text}` is not an IP:port address"),
+            )
+        })?;
+
+        let public_text = env
+            .var("SWITCHBOARD_PUBLIC_URL")
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_url = url_base::BaseUrl::parse(&public_text)
+            .map_err(|problem| ConfigError::invalid("public_url", problem))?;
+
+        let data_dir = env
+            .var("SWITCHBOARD_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(".switchboard"));
+
+        let grace_secs = match env.var("SWITCHBOARD_SHUTDOWN_GRACE_SECS") {
+            Some(v) => parse_number::<u64>("shutdown_grace_secs", &v)?,
+            None => file.shutdown_grace_secs.unwrap_or(30),
+        };
+        if grace_secs > 3600 {
+            return Err(ConfigError::invalid(
+                "shutdown_grace_secs",
+                "must be at most 3600",
+            ));
+        }
+
+        let format_text = env
+            .var("SWITCHBOARD_LOG_FORMAT")
+            .or(file.log.format)
+            .unwrap_or_else(|| "human".to_string());
+        let format = match format_text.to_ascii_lowercase().as_str() {
+            "human" | "pretty" | "text" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    "log.format",
+                    format!("`{other}` is neither `human` nor `json`"),
+                ))
+            }
+        };
+        let level = env
+            .var("SWITCHBOARD_LOG_LEVEL")
+            .or(file.log.level)
+            .unwrap_or_else(|| "info".to_string());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            return Err(ConfigError::invalid(
+                "log.level",
+                format!("`{level}` is not a valid filter directive"),
+            ));
+        }
+
+        let secret = |var: &str, file_value: Option<String>| {
+            env.var(var).or(file_value).map(SecretString::from)
+        };
+        let database = DatabaseSettings {
+            url: secret("SWITCHBOARD_DATABASE_URL", file.database.url),
+            owner_url: secret("SWITCHBOARD_DATABASE_OWNER_URL", file.database.owner_url),
+            admin_url: secret("SWITCHBOARD_DATABASE_ADMIN_URL", file.database.admin_url),
+            max_connections: match env.var("SWITCHBOARD_DATABASE_MAX_CONNECTIONS") {
+                Some(v) => parse_number("database.max_connections", &v)?,
+                None => file.database.max_connections.unwrap_or(10),
+            },
+            postgres_bin_dir: env
+                .var("SWITCHBOARD_POSTGRES_BIN_DIR")
+                .map(PathBuf::from)
+                .or(file.database.postgres_bin_dir),
+        };
+        if !(1..=500).contains(&database.max_connections) {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be between 1 and 500",
+            ));
+        }
+        for (key, value) in [
+            ("database.url", &database.url),
+            ("database.owner_url", &database.owner_url),
+            ("database.admin_url", &database.admin_url),
+        ] {
+            if let Some(v) = value {
+                let text = v.expose_secret();
+                if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
+                    return Err(ConfigError::invalid(
+                        key,
+                        "must be a postgres:// or postgresql:// URL",
+                    ));
+                }
+            }
+        }
+        if database.url.is_some() != database.owner_url.is_some() {
+            return Err(ConfigError::invalid(
+                "database.owner_url",
+                "must be set together with database.url (the owner runs migrations, the \
+                 application role serves); set neither to use the private cluster",
+            ));
+        }
+
+        let master_key = env
+            .var("SWITCHBOARD_MASTER_KEY")
+            .or(file.secrets.master_key)
+            .map(|text| MasterKey::from_base64(&text))
+            .transpose()?;
+        let master_key_version = match env.var("SWITCHBOARD_MASTER_KEY_VERSION") {
+            Some(v) => parse_number("secrets.master_key_version", &v)?,
+            None => file.secrets.master_key_version.unwrap_or(1),
+        };
+        if master_key_version == 0 {
+            return Err(ConfigError::invalid(
+                "secrets.master_key_version",
+                "must be 1 or more",
+            ));
+        }
+        let mut previous_master_keys = BTreeMap::new();
+        let mut add_previous = |version: &str, key: &str| -> Result<(), ConfigError> {
+            let version: u32 = parse_number("secrets.previous_master_keys", version)?;
+            if version == master_key_version {
+                return Err(ConfigError::invalid(
+                    "secrets.previous_master_keys",
+                    format!("lists version {version}, which is the current version"),
+                ));
+            }
+            previous_master_keys.insert(version, MasterKey::from_base64(key)?);
+            Ok(())
+        };
+        match env.var("SWITCHBOARD_PREVIOUS_MASTER_KEYS") {
+            // "1:base64,2:base64"
+            Some(list) => {
+                for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let (version, key) = item.split_once(':').ok_or_else(|| {
+                        ConfigError::invalid(
+                            "secrets.previous_master_keys",
+                            "must be a comma-separated list of VERSION:BASE64KEY",
+                        )
+                    })?;
+                    add_previous(version, key)?;
+                }
+            }
+            None => {
+                for (version, key) in &file.secrets.previous_master_keys {
+                    add_previous(version, key)?;
+                }
+            }
+        }
+
+        Ok(Settings {
+            listen,
+            public_url,
+            data_dir,
+            shutdown_grace: std::time::Duration::from_secs(grace_secs),
+            log: LogSettings { format, level },
+            database,
+            secrets: SecretSettings {
+                master_key,
+                master_key_version,
+                previous_master_keys,
+            },
+        })
+    }
+
+    /// Whether Switchboard runs its own private PostgreSQL cluster.
+    pub fn uses_private_cluster(&self) -> bool {
+        self.database.url.is_none()
+    }
+
+    /// The effective configuration as TOML, secrets masked. Printed by
+    /// `switchboard config check`.
+    pub fn render_masked(&self) -> String {
+        let mask_url = |key: &str, v: &Option<SecretString>| match v {
+            Some(url) => format!("{key} = \"{}\"\n", mask_database_url(url.expose_secret())),
+            None => format!("# {key}: not set\n"),
+        };
+        let mut out = String::new();
+        out.push_str(&format!("listen = \"{}\"\n", self.listen));
+        out.push_str(&format!("public_url = \"{}\"\n", self.public_url));
+        out.push_str(&format!("data_dir = \"{}\"\n", self.data_dir.display()));
+        out.push_str(&format!(
+            "shutdown_grace_secs = {}\n\n[log]\n",
+            self.shutdown_grace.as_secs()
+        ));
+        let format = match self.log.format {
+            LogFormat::Human => "human",
+            LogFormat::Json => "json",
+        };
+        out.push_str(&format!(
+            "format = \"{format}\"\nlevel = \"{}\"\n\n",
+            self.log.level
+        ));
+        out.push_str("[database]\n");
+        if self.uses_private_cluster() {
+            out.push_str(&format!(
+                "# private PostgreSQL cluster under {}\n",
+                self.data_dir.join("postgres").display()
+            ));
+        }
+        out.push_str(&mask_url("url", &self.database.url));
+        out.push_str(&mask_url("owner_url", &self.database.owner_url));
+        out.push_str(&mask_url("admin_url", &self.database.admin_url));
+        out.push_str(&format!(
+            "max_connections = {}\n",
+            self.database.max_connections
+        ));
+        match &self.database.postgres_bin_dir {
+            Some(dir) => out.push_str(&format!("postgres_bin_dir = \"{}\"\n", dir.display())),
+            None => out.push_str("# postgres_bin_dir: auto-detected\n"),
+        }
+        out.push_str("\n[secrets]\n");
+        match &self.secrets.master_key {
+            Some(_) => out.push_str("master_key = \"********\"\n"),
+            None => out.push_str(&format!(
+                "# master_key: not set; using {}\n",
+                self.data_dir.join("master.key").display()
+            )),
+        }
+        out.push_str(&format!(
+            "master_key_version = {}\n",
+            self.secrets.master_key_version
+        ));
+        let versions: Vec<String> = self
+            .secrets
+            .previous_master_keys
+            .keys()
+            .map(|v| format!("\"{v}\" = \"********\""))
+            .collect();
+        out.push_str(&format!(
+            "previous_master_keys = {{ {} }}\n",
+            versions.join(", ")
+        ));
+        out
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render_masked())
+    }
+}
+
+/// Replaces the password of a `postgres://user:password@host/db` URL.
+pub fn mask_database_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "********".to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let masked_tail = mask_query_password(tail);
+    if userinfo.contains(':') {
+        format!("{scheme}://{user}:********@{host}{masked_tail}")
+    } else {
+        format!("{scheme}://{user}@{host}{masked_tail}")
+    }
+}
+
+fn mask_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=********"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+fn parse_number<T: std::str::FromStr>(key: &'static str, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ConfigError::invalid(key, format!("`{text}` is not a valid number")))
+}
+
+/// A validated absolute `http(s)://host[:port][/path]` base URL without a
+/// query or fragment, stored without a trailing slash.
+pub mod url_base {
+    use std::fmt;
+
+    /// See the module documentation.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct BaseUrl(String);
+
+    impl BaseUrl {
+        /// Validates and normalises `text`.
+        pub fn parse(text: &str) -> Result<Self, String> {
+            let text = text.trim().trim_end_matches('/');
+            let rest = text
+                .strip_prefix("https://")
+                .or_else(|| text.strip_prefix("http://"))
+                .ok_or_else(|| format!("`{text}` must start with http:// or https://"))?;
+            if rest.is_empty() || rest.starts_with('/') {
+                return Err(format!("`{text}` has no host"));
+            }
+            if rest.contains(['?', '#', ' ']) {
+                return Err(format!(
+                    "`{text}` must not contain a query, fragment or space"
+                ));
+            }
+            Ok(Self(text.to_string()))
+        }
+
+        /// The URL for `path` (which starts with `/`) under this base.
+        pub fn join(&self, path: &str) -> String {
+            format!("{}{path}", self.0)
+        }
+
+        /// The same URL with the scheme swapped to its websocket twin.
+        pub fn websocket(&self, path: &str) -> String {
+            let joined = self.join(path);
+            if let Some(rest) = joined.strip_prefix("https://") {
+                format!("wss://{rest}")
+            } else if let Some(rest) = joined.strip_prefix("http://") {
+                format!("ws://{rest}")
+            } else {
+                joined
+            }
+        }
+
+        /// The base as a string slice.
+        pub fn as_str(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl fmt::Display for BaseUrl {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_use_the_private_cluster() {
+        let s = Settings::merge(FileSettings::default(), &env(&[])).expect("defaults are valid");
+        assert!(s.uses_private_cluster());
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.public_url.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(s.log.format, LogFormat::Human);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let file: FileSettings =
+            toml::from_str("listen = \"0.0.0.0:9000\"\n[log]\nformat = \"human\"\n")
+                .expect("valid toml");
+        let s = Settings::merge(
+            file,
+            &env(&[
+                ("SWITCHBOARD_LISTEN", "127.0.0.1:7000"),
+                ("SWITCHBOARD_LOG_FORMAT", "json"),
+                ("SWITCHBOARD_PUBLIC_URL", "https://voice.example.com/"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.public_url.as_str(), "https://voice.example.com");
+        assert_eq!(
+            s.public_url.websocket("/twilio/media"),
+            "wss://voice.example.com/twilio/media"
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let s = Settings::merge(
+            FileSettings::default(),
+            &env(&[
+                ("SWITCHBOARD_DATABASE_URL", "postgres://app:hunter2@db/sb"),
+                (
+                    "SWITCHBOARD_DATABASE_OWNER_URL",
+                    "postgres://own:swordfish@db/sb?password=x",
+                ),
+                ("SWITCHBOARD_MASTER_KEY", &key),
+                ("SWITCHBOARD_PREVIOUS_MASTER_KEYS", &format!("7:{key}")),
+            ]),
+        )
+        .expect("valid");
+        let shown = format!("{s:?}\n{}", s.render_masked());
+        for secret in ["hunter2", "swordfish", key.as_str(), "password=x"] {
+            assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
+        }
+        assert!(shown.contains("postgres://app:********@db/sb"));
+        assert!(s.secrets.previous_master_keys.contains_key(&7));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases = [
+            ("SWITCHBOARD_LISTEN", "nowhere", "listen"),
+            ("SWITCHBOARD_PUBLIC_URL", "ftp://x", "public_url"),
+            ("SWITCHBOARD_LOG_FORMAT", "xml", "log.format"),
+            ("SWITCHBOARD_MASTER_KEY", "c2hvcnQ=", "secrets.master_key"),
+            (
+                "SWITCHBOARD_DATABASE_MAX_CONNECTIONS",
+                "0",
+                "database.max_connections",
+            ),
+            (
+                "SWITCHBOARD_DATABASE_URL",
+                "postgres://a@b/c",
+                "database.owner_url",
+            ),
+        ];
+        for (var, value, key) in cases {
+            let err = Settings::merge(FileSettings::default(), &env(&[(var, value)]))
+                .err()
+                .unwrap_or_else(|| panic!("{var}={value} should be rejected"));
+            assert!(err.to_string().contains(key), "{err} should name {key}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        assert!(toml::from_str::<FileSettings>("lisen = \"x\"").is_err());
+    }
+}

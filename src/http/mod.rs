@@ -1,0 +1,52 @@
+//! The HTTP surface: health and readiness probes and the platform API.
+//! Later layers (Twilio webhooks, media websocket, memory API) mount here.
+
+mod auth;
+mod error;
+mod health;
+mod platform_api;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::configuration::Settings;
+use crate::platform::Platform;
+
+/// Shared, cheaply clonable handles every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    /// Platform operations (and through them the database).
+    pub platform: Platform,
+    /// The validated settings.
+    pub settings: Arc<Settings>,
+    /// Set once shutdown begins: readiness fails so load balancers stop
+    /// sending new calls while live ones drain.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds the application's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::routes())
+        .nest("/platform/api", platform_api::routes())
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

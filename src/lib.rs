@@ -1,0 +1,31 @@
+//! Switchboard: a multi-tenant AI phone-answering platform.
+//!
+//! The crate is layered so that each concern has one home:
+//!
+//! | module          | owns                                                              |
+//! |-----------------|-------------------------------------------------------------------|
+//! | [`configuration`] | typed settings from a TOML file and `SWITCHBOARD_*` variables, secrets wrapped |
+//! | [`telemetry`]   | tracing subscriber (human or JSON)                                |
+//! | [`db`]          | connection pools, role checks, migrations, the private PostgreSQL cluster, [`db::TenantTx`] |
+//! | [`repo`]        | tenant-scoped repository functions; each takes a [`db::TenantTx`] |
+//! | [`platform`]    | platform operations (tenants, numbers, users, keys, credentials) shared by CLI and API, and the narrow cross-tenant directory |
+//! | [`crypto`]      | credential sealing (XChaCha20-Poly1305), API keys, password hashing |
+//! | [`http`]        | the axum router: health, readiness, platform API, error mapping   |
+//! | [`startup`]     | building and running the server, graceful shutdown               |
+//! | [`cli`]         | the `switchboard` command line                                    |
+//! | [`demo`]        | the offline demo                                                  |
+//!
+//! Tenant isolation is enforced by PostgreSQL row-level security: the only
+//! way application code reaches tenant rows is a [`db::TenantTx`], a
+//! transaction that has set `app.customer_id` transaction-locally.
+
+pub mod cli;
+pub mod configuration;
+pub mod crypto;
+pub mod db;
+pub mod demo;
+pub mod http;
+pub mod platform;
+pub mod repo;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,188 @@
+//! Building and running the server: database, keyring, listener, router,
+//! and graceful shutdown (stop taking work, drain, then cut).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::configuration::Settings;
+use crate::crypto::Keyring;
+use crate::db::connect::DatabaseTarget;
+use crate::http::{self, AppState};
+use crate::platform::Platform;
+
+/// Everything the CLI commands and the server need: a migrated database,
+/// the application-role pool and the keyring.
+pub struct Runtime {
+    /// Platform operations.
+    pub platform: Platform,
+    /// Connection targets; owns the private cluster if we started it.
+    target: DatabaseTarget,
+}
+
+impl Runtime {
+    /// Resolves the database (starting the private cluster if needed),
+    /// bootstraps roles, applies migrations, connects as the application
+    /// role and loads the keyring.
+    pub async fn open(settings: &Settings) -> anyhow::Result<Self> {
+        let target = DatabaseTarget::resolve(settings)
+            .await
+            .context("could not reach the database")?;
+        let applied = target
+            .migrate()
+            .await
+            .context("could not migrate the database")?;
+        if applied > 0 {
+            tracing::info!(applied, "applied database migrations");
+        }
+        let db = target
+            .connect_app(settings.database.max_connections)
+            .await
+            .context("could not connect as the application role")?;
+        let keyring = Keyring::load(&settings.secrets, &settings.data_dir)
+            .context("could not load the master key")?;
+        Ok(Self {
+            platform: Platform::new(db, keyring),
+            target,
+        })
+    }
+
+    /// Closes the pool and stops the private cluster if we started it.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.platform.db().close().await;
+        self.target
+            .shutdown()
+            .await
+            .context("could not stop the private PostgreSQL cluster")?;
+        Ok(())
+    }
+}
+
+/// A built server, bound and ready to run.
+pub struct Application {
+    /// The bound listener.
+    listener: TcpListener,
+    /// Handler state.
+    state: AppState,
+    /// Database handles to close on exit.
+    runtime: Runtime,
+    /// Cancelled when the drain period ends: live calls must stop.
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Opens the runtime and binds the listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let runtime = Runtime::open(&settings).await?;
+        let listener = TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("could not listen on {}", settings.listen))?;
+        let shutdown = CancellationToken::new();
+        let state = AppState {
+            platform: runtime.platform.clone(),
+            settings: Arc::new(settings),
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Self {
+            listener,
+            state,
+            runtime,
+            shutdown,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The handler state (tests use it to reach the database).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `stop` resolves, then drains: readiness turns 503, the
+    /// listener closes, in-flight requests and calls get the configured
+    /// grace period, and whatever is left is cancelled.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            runtime,
+            shutdown,
+        } = self;
+        let grace = state.settings.shutdown_grace;
+        let draining = state.draining.clone();
+        let addr = listener.local_addr()?;
+        let (begin_drain, drain_started) = tokio::sync::watch::channel(false);
+        let app = http::router(state);
+        let mut server = tokio::spawn(async move {
+            let mut rx = drain_started;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|started| *started).await;
+                })
+                .await
+        });
+        tracing::info!(%addr, "switchboard listening");
+
+        tokio::select! {
+            finished = &mut server => {
+                finished.context("server task failed")?.context("server failed")?;
+            }
+            () = stop => {
+                tracing::info!(grace_secs = grace.as_secs(), "shutdown requested: draining");
+                draining.store(true, Ordering::Relaxed);
+                let _ = begin_drain.send(true);
+                match tokio::time::timeout(grace, &mut server).await {
+                    Ok(finished) => {
+                        finished.context("server task failed")?.context("server failed")?;
+                        tracing::info!("drained cleanly");
+                    }
+                    Err(_) => {
+                        tracing::warn!("grace period over: cutting remaining connections");
+                        shutdown.cancel();
+                        server.abort();
+                    }
+                }
+            }
+        }
+        shutdown.cancel();
+        runtime.close().await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
