@@ -56,6 +56,12 @@ fn postmaster_pid(data: &Path) -> Option<Pid> {
     text.lines().next()?.trim().parse().ok().map(Pid::from_raw)
 }
 
+/// Shows the module's progress messages in the test output.
+fn init_logging() {
+    // Fails only when another test already installed the subscriber.
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+}
+
 /// Connects as the superuser to `postgres` and runs `SELECT 1`.
 async fn select_one(pg: &EmbeddedPostgres) -> Result<i32, sqlx::Error> {
     let options = pg.connect_options(EmbeddedPostgres::SUPERUSER, "postgres");
@@ -69,6 +75,7 @@ async fn select_one(pg: &EmbeddedPostgres) -> Result<i32, sqlx::Error> {
 
 #[tokio::test]
 async fn initialises_adopts_stops_and_restarts() {
+    init_logging();
     let scratch = ScratchDir::new("lifecycle");
     // `start` creates the directory itself.
     let dir = scratch.path.join("pg");
@@ -129,6 +136,7 @@ async fn initialises_adopts_stops_and_restarts() {
 
 #[tokio::test]
 async fn starts_after_a_crash_left_a_stale_pid_file() {
+    init_logging();
     let scratch = ScratchDir::new("crash");
     let dir = scratch.path.join("pg");
     let data = dir.join("data");

@@ -8,6 +8,9 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 
 use super::{StorageError, APP_ROLE, OWNER_ROLE};
 
+/// Advisory lock key held while bootstrapping ("sb-boot" in ASCII).
+const BOOTSTRAP_LOCK: i64 = 0x7362_2d62_6f6f_74;
+
 /// A login role to create, with its optional password.
 pub struct RoleLogin {
     /// Role name (must be [`OWNER_ROLE`] or [`APP_ROLE`]).
@@ -32,6 +35,13 @@ pub async fn ensure_roles_and_database(
         )));
     }
     let mut conn = admin.connect().await?;
+    // Role DDL is cluster-wide and races badly ("tuple concurrently
+    // updated"); serialise bootstraps across processes. The session lock
+    // ends with the connection at the latest.
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(BOOTSTRAP_LOCK)
+        .execute(&mut conn)
+        .await?;
     ensure_role(
         &mut conn,
         owner,

@@ -6,6 +6,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{ApiError, AppState};
 use crate::crypto::api_key::{self, KeyScope};
+use crate::db::directory;
 use crate::repo;
 
 /// A request authenticated with a platform-scope key.
@@ -37,14 +38,20 @@ impl FromRequestParts<AppState> for PlatformActor {
         let token = bearer(parts).ok_or(ApiError::Unauthorized)?;
         let scope = api_key::scope_of(&token).ok_or(ApiError::Unauthorized)?;
         let hash = api_key::hash(token.expose_secret());
+        let forbidden = || ApiError::Forbidden("this endpoint needs a platform key".into());
+        if scope == KeyScope::Tenant {
+            // A real tenant key is authenticated but not allowed here.
+            return match directory::authenticate_tenant_key(state.platform.db(), &hash).await? {
+                Some(_) => Err(forbidden()),
+                None => Err(ApiError::Unauthorized),
+            };
+        }
         let mut conn = state.platform.db().platform().await?;
         let key = repo::platform::find_key(&mut conn, &hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if scope != KeyScope::Platform || key.scope != "platform" {
-            return Err(ApiError::Forbidden(
-                "this endpoint needs a platform key".into(),
-            ));
+        if key.scope != KeyScope::Platform.as_str() {
+            return Err(forbidden());
         }
         Ok(PlatformActor {
             actor: format!("platform-key:{}", key.prefix),

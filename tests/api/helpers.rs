@@ -1,0 +1,205 @@
+//! `spawn_app()` and friends: a fresh database per test, the real server on
+//! a free port, and handles for the application role.
+//!
+//! Only the bootstrap (creating the per-test database and roles) uses the
+//! admin URL; every assertion runs through the application role, so
+//! row-level security is what is being tested.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+use switchboard::configuration::Settings;
+use switchboard::crypto::api_key::KeyScope;
+use switchboard::db::connect::DatabaseTarget;
+use switchboard::db::Db;
+use switchboard::platform::{CreateTenant, Platform};
+use switchboard::startup::{Application, Runtime};
+use tokio::sync::oneshot;
+
+/// Superuser URL used only to create the per-test database and roles.
+pub fn admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_ADMIN_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// Host part of the admin URL (`postgres://user@HOST:PORT/db` → `HOST:PORT`).
+fn server_address() -> String {
+    let url = admin_url();
+    let after_at = url
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or("127.0.0.1:5432");
+    after_at
+        .split('/')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_string()
+}
+
+/// Settings for a brand-new database.
+pub fn test_settings() -> (Settings, String) {
+    let (env, database) = test_env();
+    let settings = Settings::load_from(None, &env).expect("test settings are valid");
+    (settings, database)
+}
+
+/// `SWITCHBOARD_*` variables for a brand-new database (for child processes).
+pub fn test_env() -> (BTreeMap<String, String>, String) {
+    let database = format!("sbt_{}", uuid::Uuid::new_v4().simple());
+    let host = server_address();
+    let data_dir: PathBuf = std::env::temp_dir().join(format!("switchboard-test-{database}"));
+    let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+    let env: BTreeMap<String, String> = [
+        ("SWITCHBOARD_LISTEN", "127.0.0.1:0".to_string()),
+        ("SWITCHBOARD_DATA_DIR", data_dir.display().to_string()),
+        ("SWITCHBOARD_LOG_LEVEL", "warn".to_string()),
+        ("SWITCHBOARD_SHUTDOWN_GRACE_SECS", "5".to_string()),
+        (
+            "SWITCHBOARD_DATABASE_URL",
+            format!("postgres://switchboard_app@{host}/{database}"),
+        ),
+        (
+            "SWITCHBOARD_DATABASE_OWNER_URL",
+            format!("postgres://switchboard_owner@{host}/{database}"),
+        ),
+        ("SWITCHBOARD_DATABASE_ADMIN_URL", admin_url()),
+        ("SWITCHBOARD_DATABASE_MAX_CONNECTIONS", "5".to_string()),
+        ("SWITCHBOARD_MASTER_KEY", key),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    (env, database)
+}
+
+/// A migrated database and the platform operations over it, no server.
+pub struct TestDb {
+    /// Platform operations (application role).
+    pub platform: Platform,
+    /// The settings used.
+    pub settings: Settings,
+    /// Runtime to close at the end.
+    runtime: Option<Runtime>,
+}
+
+impl TestDb {
+    /// Creates and migrates a fresh database.
+    pub async fn new() -> Self {
+        let (settings, _) = test_settings();
+        let runtime = Runtime::open(&settings).await.expect("database opens");
+        Self {
+            platform: runtime.platform.clone(),
+            settings,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The application role's pool.
+    pub fn db(&self) -> &Db {
+        self.platform.db()
+    }
+
+    /// A second application-role pool with exactly `n` connections.
+    pub async fn app_pool(&self, n: u32) -> Db {
+        let target = DatabaseTarget::resolve(&self.settings)
+            .await
+            .expect("resolve");
+        target.connect_app(n).await.expect("app pool")
+    }
+
+    /// Creates a tenant from a slug with one number and returns its id.
+    pub async fn tenant(&self, slug: &str, number: &str) -> switchboard::db::CustomerId {
+        let details = self
+            .platform
+            .create_tenant("test", tenant_input(slug, number))
+            .await
+            .expect("tenant created");
+        details.customer.customer_id
+    }
+
+    /// Closes the pool.
+    pub async fn close(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            let _ = runtime.close().await;
+        }
+    }
+}
+
+/// A minimal `tenant create` input.
+pub fn tenant_input(slug: &str, number: &str) -> CreateTenant {
+    CreateTenant {
+        slug: slug.to_string(),
+        name: format!("Tenant {slug}"),
+        template: "insurance".to_string(),
+        numbers: vec![number.to_string()],
+        agent_name: None,
+        greeting: None,
+        plan_tier: None,
+        monthly_call_limit: None,
+        timezone: None,
+        transfer_number: None,
+        voice_id: None,
+        personality: None,
+        prohibited_topics: Vec::new(),
+    }
+}
+
+/// A running server.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// Bound socket address.
+    pub addr: SocketAddr,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    /// Platform operations on the same database.
+    pub platform: Platform,
+    /// Resolves the server's stop future.
+    stop: Option<oneshot::Sender<()>>,
+    /// The server task.
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts the real application on a free port against a fresh database.
+pub async fn spawn_app() -> TestApp {
+    let (settings, _) = test_settings();
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = app.local_addr().expect("bound");
+    let platform = app.state().platform.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::new(),
+        platform,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+impl TestApp {
+    /// A fresh platform key.
+    pub async fn platform_key(&self) -> String {
+        self.platform
+            .create_api_key("test", KeyScope::Platform, None, "test")
+            .await
+            .expect("key")
+            .key
+    }
+
+    /// Asks the server to stop and waits for it.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests: real HTTP, real PostgreSQL (as the application role),
+//! one binary so the harness is compiled once.
+
+mod catalog;
+mod health;
+mod helpers;
+mod platform_api;
+mod pool;
+mod process;
+mod tenant_isolation;

@@ -1,0 +1,205 @@
+//! The real binary as an operator runs it: CLI commands and `serve` with
+//! SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::test_env;
+
+fn switchboard(env: &std::collections::BTreeMap<String, String>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_ok(env: &std::collections::BTreeMap<String, String>, args: &[&str]) -> String {
+    let output = switchboard(env).args(args).output().await.expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "switchboard {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn cli_commands_work_and_keys_print_alone_on_the_last_line() {
+    let (env, _) = test_env();
+    run_ok(&env, &["migrate"]).await;
+    let created = run_ok(
+        &env,
+        &[
+            "tenant",
+            "create",
+            "--template",
+            "insurance",
+            "--name",
+            "Peterson Insurance",
+            "--slug",
+            "peterson",
+            "--number",
+            "+18005551212",
+        ],
+    )
+    .await;
+    assert!(created.contains("created tenant peterson"), "{created}");
+    let listed = run_ok(&env, &["tenant", "list"]).await;
+    assert!(
+        listed.contains("peterson") && listed.contains("1 tenant(s)"),
+        "{listed}"
+    );
+    let shown = run_ok(&env, &["tenant", "show", "peterson", "--json"]).await;
+    let details: serde_json::Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(details["numbers"][0]["e164"], "+18005551212");
+    run_ok(&env, &["tenant", "suspend", "peterson"]).await;
+    run_ok(&env, &["number", "assign", "peterson", "+18005551313"]).await;
+    run_ok(&env, &["number", "release", "+18005551313"]).await;
+
+    for args in [
+        vec!["apikey", "create", "--platform"],
+        vec!["apikey", "create", "--service"],
+        vec!["apikey", "create", "--tenant", "peterson"],
+    ] {
+        let out = run_ok(&env, &args).await;
+        let last = out.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("sbk_") && !last.contains(' ') && last.len() == 46,
+            "key not alone on the last line: {out}"
+        );
+    }
+
+    // Secrets come from standard input, never argv, and never print back.
+    let mut child = switchboard(&env)
+        .args(["credentials", "set", "peterson", "--provider", "elevenlabs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"xi-very-secret-key-9876\n")
+            .await
+            .expect("write");
+    }
+    let output = child.wait_with_output().await.expect("wait");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains("…9876") && !printed.contains("xi-very-secret"),
+        "{printed}"
+    );
+    let rotated = run_ok(&env, &["keys", "rotate"]).await;
+    assert!(
+        rotated.contains("re-sealed 0 credential(s) under key v1"),
+        "{rotated}"
+    );
+
+    // config check masks what it must.
+    let config = run_ok(&env, &["config", "check"]).await;
+    let key = env.get("SWITCHBOARD_MASTER_KEY").expect("key");
+    assert!(
+        !config.contains(key.as_str()) && config.contains("master_key = \"********\""),
+        "{config}"
+    );
+
+    // Bad input: a clear error and a failing exit code.
+    let output = switchboard(&env)
+        .args([
+            "tenant",
+            "create",
+            "--template",
+            "insurance",
+            "--name",
+            "X",
+            "--slug",
+            "x2",
+            "--number",
+            "555-1212",
+        ])
+        .output()
+        .await
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("E.164"));
+}
+
+#[tokio::test]
+async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
+    let (mut env, _) = test_env();
+    env.insert("SWITCHBOARD_LOG_FORMAT".into(), "json".into());
+    env.insert("SWITCHBOARD_LOG_LEVEL".into(), "info".into());
+    let mut child = switchboard(&env)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["message"] == "switchboard listening" {
+                    return v["addr"].as_str().map(str::to_string);
+                }
+            }
+        }
+        None
+    })
+    .await
+    .expect("server announced its address in time")
+    .expect("listening line");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let drain = tokio::spawn(async move {
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            rest.push(line);
+        }
+        rest
+    });
+
+    let client = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let response = client
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(response.status(), 200, "{path}");
+    }
+
+    let pid = child.id().expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("stopped within 20 s")
+        .expect("wait");
+    assert!(status.success(), "exit status {status}");
+    let rest = drain.await.expect("drain").join("\n");
+    assert!(rest.contains("shutdown requested"), "{rest}");
+    assert!(rest.contains("\"stopped\""), "{rest}");
+}
