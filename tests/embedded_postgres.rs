@@ -1,8 +1,11 @@
 //! The private PostgreSQL cluster: first-run initialisation, adoption of a running
 //! server by a second `start`, stop, restart, and recovery from a stale pid file.
 
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -18,35 +21,53 @@ struct ScratchDir {
 
 impl ScratchDir {
     fn new(tag: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_nanos())
-            .unwrap_or_default();
-        let path = PathBuf::from(format!(
-            "/tmp/switchboard-test-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir(&path).expect("create the scratch directory");
-        Self { path }
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        loop {
+            let path = PathBuf::from(format!(
+                "/tmp/switchboard-test-{tag}-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Self { path },
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(error) => panic!("cannot create {}: {error}", path.display()),
+            }
+        }
     }
 }
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        // A failed assertion can leave a server behind: fast shutdown, then wait.
-        if let Some(pid) = postmaster_pid(&self.path.join("pg/data")) {
-            if kill(pid, Signal::SIGINT).is_ok() {
-                for _ in 0..100 {
-                    if kill(pid, None).is_err() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
+        stop_leftover_server(&self.path.join("pg/data"));
         if let Err(error) = std::fs::remove_dir_all(&self.path) {
             eprintln!("could not remove {}: {error}", self.path.display());
         }
+    }
+}
+
+/// Shuts down (immediate mode, waiting) a server that a failed assertion left running.
+fn stop_leftover_server(data: &Path) {
+    let Some(pid) = postmaster_pid(data) else {
+        return;
+    };
+    if kill(pid, None).is_err() {
+        return;
+    }
+    let version = std::fs::read_to_string(data.join("PG_VERSION")).unwrap_or_default();
+    let mut pg_ctl =
+        std::process::Command::new(format!("/usr/lib/postgresql/{}/bin/pg_ctl", version.trim()));
+    pg_ctl
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "immediate", "-w", "stop"]);
+    if let Ok(meta) = std::fs::metadata(data) {
+        // pg_ctl refuses to run as root; run it as the cluster's owner.
+        pg_ctl.uid(meta.uid()).gid(meta.gid());
+    }
+    let stopped = pg_ctl.output().is_ok_and(|output| output.status.success());
+    if !stopped {
+        let _ = kill(pid, Signal::SIGQUIT);
     }
 }
 

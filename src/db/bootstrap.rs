@@ -9,7 +9,7 @@ use sqlx::{ConnectOptions, Connection, PgConnection};
 use super::{StorageError, APP_ROLE, OWNER_ROLE};
 
 /// Advisory lock key held while bootstrapping ("sb-boot" in ASCII).
-const BOOTSTRAP_LOCK: i64 = 0x7362_2d62_6f6f_74;
+const BOOTSTRAP_LOCK: i64 = 0x0073_622d_626f_6f74;
 
 /// A login role to create, with its optional password.
 pub struct RoleLogin {

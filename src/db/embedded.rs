@@ -1,4 +1,4 @@
-//! The private PostgreSQL cluster Switchboard runs under its data directory when no database URL is configured.
+//! The private PostgreSQL cluster Switchboard runs under its data directory when no URL is set.
 //!
 //! The cluster uses the PostgreSQL server binaries installed on the machine
 //! (Debian: `/usr/lib/postgresql/<major>/bin`) and keeps everything under one
@@ -160,7 +160,10 @@ pub enum EmbeddedError {
         source: io::Error,
     },
     /// `initdb` exited unsuccessfully.
-    #[error("initdb failed to create a PostgreSQL cluster in {data_dir} ({status}); its output ends with:\n{output}")]
+    #[error(
+        "initdb failed to create a PostgreSQL cluster in {data_dir} ({status}); its output \
+         ends with:\n{output}"
+    )]
     InitdbFailed {
         /// The directory initdb was asked to fill.
         data_dir: PathBuf,
@@ -1243,7 +1246,7 @@ mod tests {
 
     #[test]
     fn orders_debian_version_directories() {
-        let mut keys = vec![version_key("9.6"), version_key("15"), version_key("10")];
+        let mut keys = [version_key("9.6"), version_key("15"), version_key("10")];
         keys.sort();
         assert_eq!(keys.last(), Some(&Some(vec![15])));
         assert_eq!(version_key("15-beta"), None);

@@ -18,6 +18,11 @@ const ALLOWED_DEFINER_FUNCTIONS: &[&str] = &[
 /// customer_id: platform-wide invariants written only by platform operations.
 const ALLOWED_GLOBAL_UNIQUE: &[&str] = &["customers_slug_key", "phone_numbers_e164_key"];
 
+/// (name, permissive, command, USING, WITH CHECK) of a policy.
+type PolicyRow = (String, String, String, Option<String>, Option<String>);
+/// (table, key name, kind, referenced table, first column) of a key.
+type KeyRow = (String, String, String, Option<String>, Option<String>);
+
 const EXPECTED_POLICY: &str = "(customer_id = app_customer_id())";
 
 async fn tenant_tables(tdb: &TestDb) -> Vec<String> {
@@ -55,7 +60,7 @@ pub async fn violations(tdb: &TestDb) -> Vec<String> {
         if !force {
             problems.push(format!("{table}: row level security is not forced"));
         }
-        let policies: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        let policies: Vec<PolicyRow> = sqlx::query_as(
             "SELECT policyname::text, permissive::text, cmd::text, qual, with_check FROM pg_policies
              WHERE schemaname = 'public' AND tablename = $1",
         )
@@ -87,7 +92,7 @@ pub async fn violations(tdb: &TestDb) -> Vec<String> {
     // lead with customer_id (a key on another column alone would compare
     // rows across tenants). Foreign keys into platform tables such as
     // industry_templates reference shared data and are fine.
-    let keys: Vec<(String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+    let keys: Vec<KeyRow> = sqlx::query_as(
         "SELECT c.relname::text, i.relname::text,
                 CASE WHEN x.indisprimary THEN 'primary key' ELSE 'unique index' END,
                 NULL::text,
