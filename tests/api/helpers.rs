@@ -82,17 +82,20 @@ pub struct TestDb {
     pub settings: Settings,
     /// Runtime to close at the end.
     runtime: Option<Runtime>,
+    /// The per-test database, dropped on close.
+    database: String,
 }
 
 impl TestDb {
     /// Creates and migrates a fresh database.
     pub async fn new() -> Self {
-        let (settings, _) = test_settings();
+        let (settings, database) = test_settings();
         let runtime = Runtime::open(&settings).await.expect("database opens");
         Self {
             platform: runtime.platform.clone(),
             settings,
             runtime: Some(runtime),
+            database,
         }
     }
 
@@ -119,11 +122,26 @@ impl TestDb {
         details.customer.customer_id
     }
 
-    /// Closes the pool.
+    /// Closes the pool and drops the per-test database.
     pub async fn close(mut self) {
         if let Some(runtime) = self.runtime.take() {
             let _ = runtime.close().await;
         }
+        drop_database(&self.database).await;
+    }
+}
+
+/// Drops a per-test database (best effort: a failing test may leave one
+/// behind, and `.ci/run` sweeps those).
+pub async fn drop_database(database: &str) {
+    use sqlx::{ConnectOptions, Connection};
+    let Ok(options) = admin_url().parse::<sqlx::postgres::PgConnectOptions>() else {
+        return;
+    };
+    if let Ok(mut conn) = options.connect().await {
+        let statement = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+        let _ = sqlx::query(&statement).execute(&mut conn).await;
+        let _ = conn.close().await;
     }
 }
 
@@ -160,11 +178,13 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     /// The server task.
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The per-test database, dropped on stop.
+    database: String,
 }
 
 /// Starts the real application on a free port against a fresh database.
 pub async fn spawn_app() -> TestApp {
-    let (settings, _) = test_settings();
+    let (settings, database) = test_settings();
     let app = Application::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("bound");
     let platform = app.state().platform.clone();
@@ -179,6 +199,7 @@ pub async fn spawn_app() -> TestApp {
         platform,
         stop: Some(stop),
         task: Some(task),
+        database,
     }
 }
 
@@ -192,14 +213,16 @@ impl TestApp {
             .key
     }
 
-    /// Asks the server to stop and waits for it.
+    /// Asks the server to stop, waits for it, and drops its database.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match self.task.take() {
+        let result = match self.task.take() {
             Some(task) => task.await?,
             None => Ok(()),
-        }
+        };
+        drop_database(&self.database).await;
+        result
     }
 }

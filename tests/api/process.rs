@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use crate::helpers::test_env;
+use crate::helpers::{drop_database, test_env};
 
 fn switchboard(env: &std::collections::BTreeMap<String, String>) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
@@ -33,7 +33,7 @@ async fn run_ok(env: &std::collections::BTreeMap<String, String>, args: &[&str])
 
 #[tokio::test]
 async fn cli_commands_work_and_keys_print_alone_on_the_last_line() {
-    let (env, _) = test_env();
+    let (env, database) = test_env();
     run_ok(&env, &["migrate"]).await;
     let created = run_ok(
         &env,
@@ -141,11 +141,12 @@ async fn cli_commands_work_and_keys_print_alone_on_the_last_line() {
         .expect("runs");
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("E.164"));
+    drop_database(&database).await;
 }
 
 #[tokio::test]
 async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
-    let (mut env, _) = test_env();
+    let (mut env, database) = test_env();
     env.insert("SWITCHBOARD_LOG_FORMAT".into(), "json".into());
     env.insert("SWITCHBOARD_LOG_LEVEL".into(), "info".into());
     let mut child = switchboard(&env)
@@ -202,4 +203,5 @@ async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
     let rest = drain.await.expect("drain").join("\n");
     assert!(rest.contains("shutdown requested"), "{rest}");
     assert!(rest.contains("\"stopped\""), "{rest}");
+    drop_database(&database).await;
 }

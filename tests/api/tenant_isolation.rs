@@ -1463,19 +1463,50 @@ async fn seed_other_tables(tdb: &TestDb, case: &Case, owner: &Tenant) -> Check {
     tx.commit().await.ctx("commit seed")
 }
 
-/// Row counts of `tables` as seen by one tenant.
-async fn counts_as(
+/// Rows of `table` that belong to `id` (by column, not by policy), counted
+/// in the given connection.
+async fn own_rows(conn: &mut sqlx::PgConnection, table: &str, id: CustomerId) -> Check<i64> {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM {table} WHERE customer_id = $1"
+    ))
+    .bind(id)
+    .fetch_one(conn)
+    .await
+    .ctx(&format!("count {table}"))
+}
+
+/// Per table, the rows `tenant` owns as seen from its own transaction. A
+/// table in which the transaction also sees other tenants' rows is a failure.
+async fn own_counts(
     tdb: &TestDb,
-    id: CustomerId,
+    tenant: &Tenant,
     tables: &[(String, String, bool)],
+    failures: &mut Vec<String>,
 ) -> Check<Vec<i64>> {
-    let mut tx = tdb.db().tenant(id).await.ctx("open tenant transaction")?;
+    let mut tx = tdb
+        .db()
+        .tenant(tenant.id)
+        .await
+        .ctx("open tenant transaction")?;
     let mut out = Vec::with_capacity(tables.len());
-    for (_, quoted, _) in tables {
-        out.push(count(tx.conn(), quoted).await?);
+    for (name, quoted, _) in tables {
+        let visible = count(tx.conn(), quoted).await?;
+        let own = own_rows(tx.conn(), quoted, tenant.id).await?;
+        if visible != own {
+            failures.push(format!(
+                "{}'s transaction sees {} rows of other tenants in {name}",
+                tenant.tag(),
+                visible - own
+            ));
+        }
+        out.push(own);
     }
     tx.rollback().await.ctx("rollback")?;
     Ok(out)
+}
+
+fn affected(rows: u64) -> i64 {
+    i64::try_from(rows).unwrap_or(i64::MAX)
 }
 
 async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
@@ -1494,9 +1525,9 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
         .collect();
     platform.rollback().await.ctx("rollback")?;
 
-    let a_before = counts_as(tdb, a.id, &tables).await?;
-    let b_before = counts_as(tdb, b.id, &tables).await?;
     let mut failures = Vec::new();
+    let a_before = own_counts(tdb, &a, &tables, &mut failures).await?;
+    let b_before = own_counts(tdb, &b, &tables, &mut failures).await?;
     for (i, (name, _, _)) in tables.iter().enumerate() {
         if a_before[i] == 0 || b_before[i] == 0 {
             failures.push(format!(
@@ -1508,7 +1539,7 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
     }
 
     for (i, (name, quoted, _)) in tables.iter().enumerate() {
-        // UPDATE as A, committed: it must touch exactly A's rows.
+        // UPDATE as A, committed: it must rewrite exactly A's rows.
         let mut tx = db.tenant(a.id).await.ctx("open tenant transaction")?;
         let updated = sqlx::query(&format!("UPDATE {quoted} SET customer_id = customer_id"))
             .execute(tx.conn())
@@ -1520,18 +1551,20 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
             .await
             .ctx("read xid")?;
         tx.commit().await.ctx("commit UPDATE")?;
-        if i64::try_from(updated) != Ok(a_before[i]) {
+        if affected(updated) != a_before[i] {
             failures.push(format!(
-                "UPDATE {name} SET customer_id = customer_id as A affected {updated} rows; \
-                 A has {}, so {} of B's rows were touched",
-                a_before[i],
-                i64::try_from(updated).unwrap_or(i64::MAX) - a_before[i]
+                "UPDATE {name} SET customer_id = customer_id as A affected {updated} rows, \
+                 but A owns {}: it reached other tenants' rows",
+                a_before[i]
             ));
         }
-        let by_update = format!("SELECT count(*) FROM {quoted} WHERE xmin::text = $1");
+        // Rows whose current version was written by A's UPDATE, per owner.
+        let by_update =
+            format!("SELECT count(*) FROM {quoted} WHERE customer_id = $1 AND xmin::text = $2");
         let mut tx = db.tenant(b.id).await.ctx("open tenant transaction")?;
-        let b_now = count(tx.conn(), quoted).await?;
+        let b_now = own_rows(tx.conn(), quoted, b.id).await?;
         let b_rewritten: i64 = sqlx::query_scalar(&by_update)
+            .bind(b.id)
             .bind(&xid)
             .fetch_one(tx.conn())
             .await
@@ -1539,13 +1572,14 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
         tx.rollback().await.ctx("rollback")?;
         if b_now != b_before[i] || b_rewritten != 0 {
             failures.push(format!(
-                "after A's UPDATE of {name}, B has {b_now} rows (had {}) and {b_rewritten} of \
-                 them were rewritten by A's transaction",
+                "after A's UPDATE of {name}, B has {b_now} rows (had {}) and A's transaction \
+                 rewrote {b_rewritten} of them",
                 b_before[i]
             ));
         }
         let mut tx = db.tenant(a.id).await.ctx("open tenant transaction")?;
         let a_rewritten: i64 = sqlx::query_scalar(&by_update)
+            .bind(a.id)
             .bind(&xid)
             .fetch_one(tx.conn())
             .await
@@ -1566,10 +1600,10 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
             .ctx(&format!("DELETE FROM {name} as A"))?
             .rows_affected();
         tx.rollback().await.ctx("rollback DELETE")?;
-        if i64::try_from(deleted) != Ok(a_before[i]) {
+        if affected(deleted) != a_before[i] {
             failures.push(format!(
-                "DELETE FROM {name} as A affected {deleted} rows; A has {}, so B's rows were \
-                 deleted",
+                "DELETE FROM {name} as A affected {deleted} rows, but A owns {}: it reached \
+                 other tenants' rows",
                 a_before[i]
             ));
         }
@@ -1584,8 +1618,8 @@ async fn bulk_writes_stay_in_tenant(tdb: &TestDb) -> Check {
             .ctx(&format!("DELETE FROM {name} as A"))?;
     }
     tx.commit().await.ctx("commit DELETE")?;
-    let a_after = counts_as(tdb, a.id, &tables).await?;
-    let b_after = counts_as(tdb, b.id, &tables).await?;
+    let a_after = own_counts(tdb, &a, &tables, &mut failures).await?;
+    let b_after = own_counts(tdb, &b, &tables, &mut failures).await?;
     for (i, (name, _, _)) in tables.iter().enumerate() {
         if b_after[i] != b_before[i] {
             failures.push(format!(
