@@ -1,10 +1,11 @@
 //! Switchboard's telephone audio path, kept pure: no async runtime, no I/O
 //! and no allocation per frame on the hot path.
 //!
-//! The crate is filled in by the media work (G.711 codecs, 20 ms framing,
-//! resampling, voice activity detection, endpointing and the playout
-//! ledger). For now it only pins down the telephone frame geometry that the
-//! rest of the workspace already relies on.
+//! | module | owns |
+//! |---|---|
+//! | [`g711`] | mu-law and A-law codecs, bit-exact with the Sun reference |
+
+pub mod g711;
 
 /// Telephone sample rate in hertz (G.711 on the PSTN and Twilio Media Streams).
 pub const TELEPHONE_RATE_HZ: u32 = 8_000;

@@ -224,3 +224,21 @@ async fn tests_connect_as_the_unprivileged_application_role() {
     assert!(!superuser && !bypass);
     tdb.close().await;
 }
+
+#[tokio::test]
+async fn the_server_refuses_a_role_that_could_bypass_rls() {
+    let tdb = TestDb::new().await;
+    let target = switchboard::db::connect::DatabaseTarget::resolve(&tdb.settings)
+        .await
+        .expect("resolve");
+    // The owner role has BYPASSRLS (it owns the directory functions).
+    let refused = switchboard::db::Db::connect(target.owner.clone(), 1).await;
+    match refused {
+        Err(switchboard::db::StorageError::UnsafeRole(message)) => {
+            assert!(message.contains("BYPASSRLS"), "{message}");
+        }
+        Err(other) => panic!("expected UnsafeRole, got {other:?}"),
+        Ok(_) => panic!("connected as the owner role without complaint"),
+    }
+    tdb.close().await;
+}
