@@ -4,8 +4,20 @@
 //! | module | owns |
 //! |---|---|
 //! | [`g711`] | mu-law and A-law codecs, bit-exact with the Sun reference |
+//! | [`frame`] | stream time ([`frame::SampleTime`]); 20 ms framing of inbound and outbound mu-law |
+//! | [`ledger`] | playout ledger: what Twilio played, from echoed marks; barge-in cut |
+//! | [`wav`] | WAV files (PCM16, mu-law) for fixtures, recordings and the simulator |
+//! | [`resample`] | streaming 8 kHz ↔ 16/22.05/24/44.1/48 kHz conversion, with its delay |
+//! | [`vad`] | voice activity detection: earshot (neural) and energy detectors, frames stamped in stream time |
+//! | [`endpoint`] | utterance start/end, noise bursts, backchannels and barge-in from VAD scores |
 
+pub mod endpoint;
+pub mod frame;
 pub mod g711;
+pub mod ledger;
+pub mod resample;
+pub mod vad;
+pub mod wav;
 
 /// Telephone sample rate in hertz (G.711 on the PSTN and Twilio Media Streams).
 pub const TELEPHONE_RATE_HZ: u32 = 8_000;

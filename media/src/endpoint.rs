@@ -1,0 +1,876 @@
+//! Turn boundaries from per-frame speech probabilities: the [`Endpointer`]
+//! (speech start, end of utterance, noise bursts, short "backchannel"
+//! utterances) and the stricter [`BargeInDetector`] (the caller talking over
+//! the agent), both configured by one plain [`EndpointConfig`].
+//!
+//! Sans-IO: no clocks. Time comes only from the frames' stream stamps
+//! ([`VadFrame::start`], [`VadFrame::end`], [`VadFrame::ready_at`]), so every
+//! event is sample-accurate and tests replay audio faster than real time.
+//!
+//! # The state machine
+//!
+//! ```text
+//!             p ≥ enter                 speech run ≥ start_min_speech
+//!   Silent ─────────────▶ Candidate ───────────────────────────────▶ Speaking ──▶ SpeechStarted
+//!     ▲                     │ p < exit                                 │
+//!     └─────────────────────┘                                          │ silence ≥ end_silence
+//!     ▲                                                                ▼
+//!     └──────────────────────────────── SpeechEnded (or NoiseBurst if shorter than min_utterance)
+//! ```
+//!
+//! A frame is "speech" when its probability is at least `enter_probability`
+//! while silent, and at least the lower `exit_probability` once a run has
+//! begun (hysteresis: a word's quiet tail does not flicker in and out).
+//! While speaking, the utterance ends only after `end_silence_ms` without a
+//! speech frame (the hangover), so pauses between words and sentences do not
+//! cut it.
+//!
+//! # Where the boundaries are
+//!
+//! The neural score decides WHETHER there is speech; the frame levels
+//! ([`VadFrame::level_dbfs`]) decide exactly WHERE it starts and ends.
+//! earshot reacts to an onset within a frame but its score outlasts the
+//! speech by 50–170 ms (a 48 ms analysis window plus recurrent state), and
+//! in noise it is late on weak onsets. So the endpointer tracks the noise
+//! floor over non-speech frames and calls a frame "loud" when it is
+//! `boundary_margin_db` above it:
+//!
+//! - start = the first speech frame of the run, moved back over contiguous
+//!   loud frames just before it (at most `onset_lookback_ms`), or forward to
+//!   the first loud frame of the run if it is not loud itself;
+//! - end = the end of the last loud speech frame, moved forward over
+//!   contiguous loud frames just after it (at most `offset_lookahead_ms`
+//!   past the last speech frame).
+//!
+//! Both are stamps in the original stream (the start of a frame, the end of a
+//! frame), never the time of the decision, which events carry separately.
+//! On the fixtures this puts every boundary within 18 ms of the ground truth
+//! on clean telephone audio (see `media/tests/fixtures_vad.rs`).
+
+use std::collections::VecDeque;
+
+use crate::frame::SampleTime;
+use crate::vad::VadFrame;
+
+/// 8 kHz samples per millisecond.
+const SAMPLES_PER_MS: u64 = 8;
+
+/// Share of the gap closed per frame when the level drops below the noise
+/// floor: the floor follows quieter input quickly.
+const FLOOR_FALL: f32 = 0.5;
+
+/// Every endpointing and barge-in knob. Defaults were calibrated on
+/// telephone-band (300–3400 Hz, mu-law) speech with
+/// [`EarshotVad`](crate::vad::EarshotVad) on the clips in `fixtures/audio/`,
+/// clean and with line noise at 20 dB SNR; each field says why it has its
+/// value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// A run of speech begins at a frame scoring at least this. Above
+    /// earshot's own 0.5 cut because band-limited line noise at 20 dB SNR
+    /// scores up to 0.48 on its own; telephone speech scores 0.7–0.99.
+    pub enter_probability: f32,
+    /// Once a run has begun, frames scoring at least this still count as
+    /// speech (hysteresis). Not lower, because line noise hovers at 0.2–0.48
+    /// and would keep an utterance open after the caller stopped.
+    pub exit_probability: f32,
+    /// Speech must last this long (from the start of its first frame) before
+    /// SpeechStarted is declared: shorter blips are ignored. 80 ms is five
+    /// 16 ms frames: a syllable, not a click.
+    pub start_min_speech_ms: u32,
+    /// Frames the detector calls non-speech, counted from the end of the last
+    /// speech frame, that end the utterance. Longer than the pauses between a
+    /// caller's sentences (300–500 ms), short enough that the agent answers
+    /// promptly. The detector's score outlasts speech by 50–100 ms, which
+    /// adds to this.
+    pub end_silence_ms: u32,
+    /// Utterances shorter than this (start to end of speech) are reported as
+    /// [`EndpointEvent::NoiseBurst`] instead of [`EndpointEvent::SpeechEnded`]:
+    /// clicks, line hits, a breath. The shortest words ("no", "uh-huh",
+    /// "yeah") last 200 ms and more.
+    pub min_utterance_ms: u32,
+    /// Utterances no longer than this are flagged `is_short`: the length of
+    /// "mm-hm", "okay", "yeah" (300–650 ms), which acknowledge rather than
+    /// take the turn; the shortest real answers ("yes, that's right") are
+    /// over a second.
+    pub max_backchannel_ms: u32,
+    /// A frame carries the utterance's energy when its level is at least
+    /// this far above the tracked noise floor. Used only to place the start
+    /// and end precisely, never to decide that there is speech. 3 dB is five
+    /// standard deviations of a 16 ms frame's level in steady line noise.
+    pub boundary_margin_db: f32,
+    /// The noise floor is never assumed quieter than this (dBFS), so on a
+    /// digitally silent line the boundaries sit where speech reaches
+    /// −52 dBFS, inaudible on a telephone.
+    pub boundary_floor_min_dbfs: f32,
+    /// The start may move this far before the first speech frame, over
+    /// contiguous frames above the floor: the neural score is late on weak
+    /// onsets ("s", "h") and later still in noise.
+    pub onset_lookback_ms: u32,
+    /// The end may move this far past the last speech frame, over contiguous
+    /// frames above the floor that the detector no longer calls speech: a
+    /// fading vowel or nasal in noise, whose score drops before its energy.
+    pub offset_lookahead_ms: u32,
+    /// Time constant with which the noise floor follows non-speech frames
+    /// within `boundary_margin_db` of it (it falls at once towards quieter
+    /// input): steady noise is learnt in a few hundred milliseconds.
+    pub noise_floor_track_ms: u32,
+    /// How fast the floor creeps up under non-speech frames louder than
+    /// that, in dB per second: a real rise in the noise is learnt within
+    /// seconds, while a weak word the detector does not call speech ("sure"
+    /// in noise scores 0.3–0.5) barely moves it.
+    pub noise_floor_rise_db_per_s: f32,
+    /// Barge-in needs frames scoring at least this, with no hysteresis:
+    /// stricter than the endpointer, since a false barge-in cuts the agent
+    /// off mid-sentence.
+    pub barge_in_probability: f32,
+    /// Barge-in needs an unbroken run of such frames this long: longer than
+    /// a cough or a click, short enough to stop the agent within a word.
+    pub barge_in_min_speech_ms: u32,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            enter_probability: 0.6,
+            exit_probability: 0.5,
+            start_min_speech_ms: 80,
+            end_silence_ms: 600,
+            min_utterance_ms: 150,
+            max_backchannel_ms: 800,
+            boundary_margin_db: 2.0,
+            boundary_floor_min_dbfs: -55.0,
+            onset_lookback_ms: 240,
+            offset_lookahead_ms: 160,
+            noise_floor_track_ms: 160,
+            noise_floor_rise_db_per_s: 1.0,
+            barge_in_probability: 0.8,
+            barge_in_min_speech_ms: 240,
+        }
+    }
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EndpointConfigError {
+    /// A probability outside 0..=1, or the exit threshold above the enter
+    /// threshold.
+    Thresholds,
+    /// `end_silence_ms` or `noise_floor_track_ms` is 0.
+    ZeroDuration,
+    /// A decibel setting that is not finite, or a negative margin or rise.
+    Levels,
+}
+
+impl std::fmt::Display for EndpointConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Thresholds => write!(
+                f,
+                "probabilities must lie in 0..=1 and exit_probability must not exceed enter_probability"
+            ),
+            Self::ZeroDuration => {
+                write!(f, "end_silence_ms and noise_floor_track_ms must be greater than 0")
+            }
+            Self::Levels => write!(
+                f,
+                "boundary_margin_db and noise_floor_rise_db_per_s must be finite and not negative, \
+                 boundary_floor_min_dbfs finite"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for EndpointConfigError {}
+
+impl EndpointConfig {
+    /// Checks thresholds, durations and levels.
+    pub fn validate(&self) -> Result<(), EndpointConfigError> {
+        let unit = 0.0..=1.0;
+        if !unit.contains(&self.enter_probability)
+            || !unit.contains(&self.exit_probability)
+            || !unit.contains(&self.barge_in_probability)
+            || self.exit_probability > self.enter_probability
+        {
+            return Err(EndpointConfigError::Thresholds);
+        }
+        if self.end_silence_ms == 0 || self.noise_floor_track_ms == 0 {
+            return Err(EndpointConfigError::ZeroDuration);
+        }
+        if !self.boundary_margin_db.is_finite()
+            || self.boundary_margin_db < 0.0
+            || !self.boundary_floor_min_dbfs.is_finite()
+            || !self.noise_floor_rise_db_per_s.is_finite()
+            || self.noise_floor_rise_db_per_s < 0.0
+        {
+            return Err(EndpointConfigError::Levels);
+        }
+        Ok(())
+    }
+}
+
+/// A finished utterance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utterance {
+    /// Start of speech (see [`EndpointEvent::SpeechStarted`]).
+    pub start: SampleTime,
+    /// End of speech: the end of the last speech frame above the noise
+    /// floor, extended over contiguous loud frames just after it (at most
+    /// `offset_lookahead_ms` past the last speech frame); the end of the last
+    /// speech frame if no frame was above the floor.
+    pub end: SampleTime,
+    /// When the end was decided: `ready_at` of the frame that completed the
+    /// end silence.
+    pub decided_at: SampleTime,
+    /// Backchannel-length (at most `max_backchannel_ms`).
+    pub is_short: bool,
+}
+
+impl Utterance {
+    /// Length from start to end of speech, in milliseconds.
+    pub fn duration_ms(&self) -> u64 {
+        (self.end - self.start) / SAMPLES_PER_MS
+    }
+}
+
+/// What the endpointer decided on a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointEvent {
+    /// The caller started speaking.
+    SpeechStarted {
+        /// Start of speech: the start of the first speech frame of the run,
+        /// moved back over the contiguous frames above the noise floor just
+        /// before it (at most `onset_lookback_ms`), or forward to the first
+        /// such frame in the run. Not the time of the decision.
+        start: SampleTime,
+        /// `ready_at` of the frame that completed the minimum run.
+        decided_at: SampleTime,
+    },
+    /// The caller stopped speaking: the utterance is complete.
+    SpeechEnded(Utterance),
+    /// What started as speech ended shorter than `min_utterance_ms`: treat
+    /// as noise (it was preceded by a `SpeechStarted`, which this retracts).
+    NoiseBurst {
+        /// Start of its first speech frame.
+        start: SampleTime,
+        /// End of its last speech frame.
+        end: SampleTime,
+        /// When it was decided.
+        decided_at: SampleTime,
+    },
+}
+
+/// Where the endpointer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// No speech.
+    Silent,
+    /// A run of speech frames shorter than the start minimum.
+    Candidate {
+        /// Start of its first speech frame.
+        vad_start: SampleTime,
+        /// Start of speech from the levels, once a loud frame was seen.
+        onset: Option<SampleTime>,
+        /// End of the latest loud speech frame.
+        last_loud_end: Option<SampleTime>,
+    },
+    /// An utterance in progress.
+    Speaking {
+        /// Start of speech.
+        start: SampleTime,
+        /// End of its latest speech frame.
+        last_speech_end: SampleTime,
+        /// End of its latest speech frame above the noise floor.
+        last_loud_end: Option<SampleTime>,
+    },
+}
+
+/// A recent frame, kept for the onset look-back.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    /// Its start.
+    start: SampleTime,
+    /// Its end.
+    end: SampleTime,
+    /// Whether it was above the noise floor.
+    loud: bool,
+}
+
+/// Start and end of caller utterances from per-frame speech probabilities
+/// and levels.
+#[derive(Debug, Clone)]
+pub struct Endpointer {
+    /// Its settings.
+    config: EndpointConfig,
+    /// Where it is.
+    state: State,
+    /// Noise floor in dBFS, from non-speech frames.
+    floor_dbfs: f32,
+    /// Whether a non-speech frame has set the floor yet.
+    floor_known: bool,
+    /// Frames before the current one, newest last; capacity fixed at
+    /// construction (one per millisecond of look-back, so frames of 1 ms and
+    /// up fit), never grown.
+    recent: VecDeque<Recent>,
+}
+
+impl Endpointer {
+    /// An endpointer with these settings, in silence.
+    pub fn new(config: EndpointConfig) -> Result<Self, EndpointConfigError> {
+        config.validate()?;
+        let capacity = config.onset_lookback_ms as usize + 1;
+        let floor_dbfs = config.boundary_floor_min_dbfs;
+        Ok(Self {
+            config,
+            state: State::Silent,
+            floor_dbfs,
+            floor_known: false,
+            recent: VecDeque::with_capacity(capacity),
+        })
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Whether an utterance has started and not yet ended.
+    pub fn is_speaking(&self) -> bool {
+        matches!(self.state, State::Speaking { .. })
+    }
+
+    /// The noise floor it currently assumes, in dBFS (never below
+    /// `boundary_floor_min_dbfs`).
+    pub fn noise_floor_dbfs(&self) -> f32 {
+        self.floor_dbfs
+    }
+
+    /// Takes the next frame; frames must come in stream order.
+    pub fn push(&mut self, frame: &VadFrame) -> Option<EndpointEvent> {
+        let loud = frame.level_dbfs >= self.noise_floor_dbfs() + self.config.boundary_margin_db;
+        let event = self.step(frame, loud);
+        if !self.is_speaking() && frame.probability < self.config.exit_probability {
+            self.track_floor(frame, loud);
+        }
+        if self.recent.len() == self.recent.capacity() {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Recent {
+            start: frame.start,
+            end: frame.end,
+            loud,
+        });
+        event
+    }
+
+    /// Ends the stream at `at` (hang-up, stream stop): closes an utterance in
+    /// progress as if its end silence had elapsed.
+    pub fn finish(&mut self, at: SampleTime) -> Option<EndpointEvent> {
+        let event = match self.state {
+            State::Speaking {
+                start,
+                last_speech_end,
+                last_loud_end,
+            } => Some(self.close(start, last_speech_end, last_loud_end, at)),
+            _ => None,
+        };
+        self.state = State::Silent;
+        event
+    }
+
+    /// Back to silence, forgetting any run or utterance in progress, the
+    /// recent frames and the noise floor.
+    pub fn reset(&mut self) {
+        self.state = State::Silent;
+        self.recent.clear();
+        self.floor_dbfs = self.config.boundary_floor_min_dbfs;
+        self.floor_known = false;
+    }
+
+    /// The state machine proper.
+    fn step(&mut self, frame: &VadFrame, loud: bool) -> Option<EndpointEvent> {
+        let c = &self.config;
+        let p = frame.probability;
+        match self.state {
+            State::Silent => {
+                if p < c.enter_probability {
+                    return None;
+                }
+                let (onset, last_loud_end) = self.look_back(frame, loud);
+                self.state = State::Candidate {
+                    vad_start: frame.start,
+                    onset,
+                    last_loud_end,
+                };
+                self.maybe_start(frame)
+            }
+            State::Candidate {
+                vad_start,
+                onset,
+                last_loud_end,
+            } => {
+                if p < c.exit_probability {
+                    self.state = State::Silent;
+                    return None;
+                }
+                self.state = State::Candidate {
+                    vad_start,
+                    onset: if loud {
+                        onset.or(Some(frame.start))
+                    } else {
+                        onset
+                    },
+                    last_loud_end: if loud { Some(frame.end) } else { last_loud_end },
+                };
+                self.maybe_start(frame)
+            }
+            State::Speaking {
+                start,
+                last_speech_end,
+                last_loud_end,
+            } => {
+                if p >= c.exit_probability {
+                    self.state = State::Speaking {
+                        start,
+                        last_speech_end: frame.end,
+                        last_loud_end: if loud { Some(frame.end) } else { last_loud_end },
+                    };
+                    return None;
+                }
+                // A loud frame right after the loud end (no gap), not too far
+                // past the last speech frame, extends the end.
+                if loud
+                    && last_loud_end == Some(frame.start)
+                    && frame.end <= last_speech_end + ms(c.offset_lookahead_ms)
+                {
+                    self.state = State::Speaking {
+                        start,
+                        last_speech_end,
+                        last_loud_end: Some(frame.end),
+                    };
+                }
+                if frame.end.saturating_sub(last_speech_end) >= ms(c.end_silence_ms) {
+                    return Some(self.close(start, last_speech_end, last_loud_end, frame.ready_at));
+                }
+                None
+            }
+        }
+    }
+
+    /// At the first speech frame of a run: where the energy onset is (this
+    /// frame if loud, moved back over contiguous loud recent frames within
+    /// the look-back), and the end of the latest loud frame.
+    fn look_back(&self, frame: &VadFrame, loud: bool) -> (Option<SampleTime>, Option<SampleTime>) {
+        let limit = frame
+            .start
+            .saturating_sub(ms(self.config.onset_lookback_ms));
+        let mut onset = loud.then_some(frame.start);
+        let mut last_loud_end = loud.then_some(frame.end);
+        for r in self.recent.iter().rev() {
+            if !r.loud || r.start < limit {
+                break;
+            }
+            onset = Some(r.start);
+            last_loud_end = last_loud_end.or(Some(r.end));
+        }
+        (onset, last_loud_end)
+    }
+
+    /// Follows the noise floor on a non-speech frame: the first one sets it;
+    /// then halfway down at once towards quieter frames, towards frames
+    /// within the margin with `noise_floor_track_ms`, and up by
+    /// `noise_floor_rise_db_per_s` under louder ones; never below
+    /// `boundary_floor_min_dbfs`.
+    fn track_floor(&mut self, frame: &VadFrame, loud: bool) {
+        let c = &self.config;
+        let level = frame.level_dbfs;
+        if !self.floor_known {
+            self.floor_known = true;
+            self.floor_dbfs = level.max(c.boundary_floor_min_dbfs);
+            return;
+        }
+        let span_ms = (frame.end - frame.start) as f32 / SAMPLES_PER_MS as f32;
+        let step = if level < self.floor_dbfs {
+            FLOOR_FALL * (level - self.floor_dbfs)
+        } else if loud {
+            c.noise_floor_rise_db_per_s * span_ms / 1000.0
+        } else {
+            (span_ms / c.noise_floor_track_ms as f32).min(1.0) * (level - self.floor_dbfs)
+        };
+        self.floor_dbfs = (self.floor_dbfs + step).max(c.boundary_floor_min_dbfs);
+    }
+
+    /// In a candidate run ending with `frame`: declares speech if the run is
+    /// long enough.
+    fn maybe_start(&mut self, frame: &VadFrame) -> Option<EndpointEvent> {
+        let State::Candidate {
+            vad_start,
+            onset,
+            last_loud_end,
+        } = self.state
+        else {
+            return None;
+        };
+        if frame.end - vad_start < ms(self.config.start_min_speech_ms) {
+            return None;
+        }
+        let start = onset.unwrap_or(vad_start);
+        self.state = State::Speaking {
+            start,
+            last_speech_end: frame.end,
+            last_loud_end,
+        };
+        Some(EndpointEvent::SpeechStarted {
+            start,
+            decided_at: frame.ready_at,
+        })
+    }
+
+    /// Ends the utterance that started at `start`, decided at `decided_at`.
+    fn close(
+        &mut self,
+        start: SampleTime,
+        last_speech_end: SampleTime,
+        last_loud_end: Option<SampleTime>,
+        decided_at: SampleTime,
+    ) -> EndpointEvent {
+        self.state = State::Silent;
+        let end = match last_loud_end {
+            Some(e) if e > start => e,
+            _ => last_speech_end,
+        };
+        let length = end - start;
+        if length < ms(self.config.min_utterance_ms) {
+            return EndpointEvent::NoiseBurst {
+                start,
+                end,
+                decided_at,
+            };
+        }
+        EndpointEvent::SpeechEnded(Utterance {
+            start,
+            end,
+            decided_at,
+            is_short: length <= ms(self.config.max_backchannel_ms),
+        })
+    }
+}
+
+/// The caller started talking over the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BargeIn {
+    /// Start of the first frame of the qualifying run.
+    pub start: SampleTime,
+    /// `ready_at` of the frame that completed the run.
+    pub decided_at: SampleTime,
+}
+
+/// Detects the caller speaking while the agent talks: an unbroken run of
+/// frames scoring at least `barge_in_probability`, lasting
+/// `barge_in_min_speech_ms`. Fires at most once until [`reset`](Self::reset),
+/// which the call session does at the start of every agent turn.
+#[derive(Debug, Clone)]
+pub struct BargeInDetector {
+    /// Minimum score of a run frame.
+    probability: f32,
+    /// Minimum run length in 8 kHz samples.
+    min_run: SampleTime,
+    /// Start of the current run, if one is in progress.
+    run_start: Option<SampleTime>,
+    /// Whether it has fired since the last reset.
+    fired: bool,
+}
+
+impl BargeInDetector {
+    /// A detector using the barge-in fields of `config`.
+    pub fn new(config: &EndpointConfig) -> Result<Self, EndpointConfigError> {
+        config.validate()?;
+        Ok(Self {
+            probability: config.barge_in_probability,
+            min_run: ms(config.barge_in_min_speech_ms),
+            run_start: None,
+            fired: false,
+        })
+    }
+
+    /// Whether it has fired since the last reset.
+    pub fn has_fired(&self) -> bool {
+        self.fired
+    }
+
+    /// Takes the next frame's score; returns the barge-in once per turn.
+    pub fn push(&mut self, frame: &VadFrame) -> Option<BargeIn> {
+        if self.fired {
+            return None;
+        }
+        if frame.probability < self.probability {
+            self.run_start = None;
+            return None;
+        }
+        let start = *self.run_start.get_or_insert(frame.start);
+        if frame.end - start >= self.min_run {
+            self.fired = true;
+            return Some(BargeIn {
+                start,
+                decided_at: frame.ready_at,
+            });
+        }
+        None
+    }
+
+    /// Re-arms it for a new agent turn.
+    pub fn reset(&mut self) {
+        self.run_start = None;
+        self.fired = false;
+    }
+}
+
+/// Milliseconds to 8 kHz samples.
+fn ms(ms: u32) -> SampleTime {
+    SampleTime::from(ms) * SAMPLES_PER_MS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quiet frame level (digital-silence line).
+    const QUIET: f32 = -90.0;
+    /// A speech frame level.
+    const LOUD: f32 = -20.0;
+
+    /// Frames of 128 samples (16 ms) with these probabilities and levels,
+    /// starting at 0; `ready_at` is the frame end plus the resampler's 80
+    /// samples.
+    fn frames_with(probs: &[(f32, f32)]) -> Vec<VadFrame> {
+        probs
+            .iter()
+            .enumerate()
+            .map(|(k, &(p, level))| VadFrame {
+                probability: p,
+                level_dbfs: level,
+                start: 128 * k as u64,
+                end: 128 * (k as u64 + 1),
+                ready_at: 128 * (k as u64 + 1) + 80,
+            })
+            .collect()
+    }
+
+    /// Frames whose level follows the probability: loud when p ≥ 0.5.
+    fn frames(probs: &[f32]) -> Vec<VadFrame> {
+        let with: Vec<(f32, f32)> = probs
+            .iter()
+            .map(|&p| (p, if p >= 0.5 { LOUD } else { QUIET }))
+            .collect();
+        frames_with(&with)
+    }
+
+    /// `n` frames of probability `p`.
+    fn run(p: f32, n: usize) -> Vec<f32> {
+        vec![p; n]
+    }
+
+    fn events_of(config: EndpointConfig, fs: &[VadFrame]) -> Vec<EndpointEvent> {
+        let mut ep = Endpointer::new(config).expect("valid");
+        let mut out: Vec<EndpointEvent> = fs.iter().filter_map(|f| ep.push(f)).collect();
+        if let Some(last) = fs.last() {
+            out.extend(ep.finish(last.ready_at));
+        }
+        out
+    }
+
+    fn events(config: EndpointConfig, probs: &[f32]) -> Vec<EndpointEvent> {
+        events_of(config, &frames(probs))
+    }
+
+    fn ended(ev: &[EndpointEvent]) -> Utterance {
+        match ev.get(1) {
+            Some(EndpointEvent::SpeechEnded(u)) => *u,
+            _ => panic!("no utterance in {ev:?}"),
+        }
+    }
+
+    #[test]
+    fn start_is_stamped_at_the_first_speech_frame_not_the_decision() {
+        // 10 silent frames, then 100 speech frames, then 60 silent (960 ms).
+        let probs = [run(0.0, 10), run(0.9, 100), run(0.0, 60)].concat();
+        let ev = events(EndpointConfig::default(), &probs);
+        // Minimum run 80 ms = 5 frames: decided on frame 14.
+        assert_eq!(
+            ev[0],
+            EndpointEvent::SpeechStarted {
+                start: 1_280,
+                decided_at: 15 * 128 + 80
+            }
+        );
+        // End of speech: end of frame 109; decided once 600 ms of silence
+        // has passed (frame end ≥ 14 080 + 4 800).
+        let u = ended(&ev);
+        assert_eq!((u.start, u.end), (1_280, 14_080));
+        assert_eq!(u.decided_at, 18_944 + 80);
+        assert!(!u.is_short);
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[test]
+    fn pauses_shorter_than_the_end_silence_do_not_split() {
+        let probs = [
+            run(0.9, 30),
+            run(0.05, 30), // 480 ms pause
+            run(0.9, 30),
+            run(0.0, 60),
+        ]
+        .concat();
+        let ev = events(EndpointConfig::default(), &probs);
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        let u = ended(&ev);
+        assert_eq!((u.start, u.end), (0, 90 * 128));
+    }
+
+    #[test]
+    fn hysteresis_keeps_weaker_frames_inside_speech() {
+        // 0.55 is below enter but above exit.
+        let probs = [run(0.9, 10), run(0.55, 20), run(0.0, 60)].concat();
+        let u = ended(&events(EndpointConfig::default(), &probs));
+        assert_eq!(u.end, 30 * 128);
+        // But 0.55 alone never starts speech.
+        assert!(events(EndpointConfig::default(), &run(0.55, 100)).is_empty());
+    }
+
+    #[test]
+    fn the_end_is_the_last_loud_speech_frame_not_the_detector_tail() {
+        // The detector's score outlasts the speech energy by 5 frames.
+        let mut fs = vec![(0.0, QUIET); 10];
+        fs.extend(vec![(0.9, LOUD); 40]);
+        fs.extend(vec![(0.8, QUIET); 5]);
+        fs.extend(vec![(0.0, QUIET); 60]);
+        let u = ended(&events_of(EndpointConfig::default(), &frames_with(&fs)));
+        assert_eq!((u.start, u.end), (10 * 128, 50 * 128));
+    }
+
+    #[test]
+    fn the_start_moves_back_over_a_weak_onset_the_detector_missed() {
+        // Steady line noise at −40 dBFS, then a weak onset (−33 dBFS) that
+        // the detector scores low for 6 frames, then clear speech.
+        let mut fs = vec![(0.3, -40.0); 60];
+        fs.extend(vec![(0.2, -33.0); 6]);
+        fs.extend(vec![(0.9, -20.0); 40]);
+        fs.extend(vec![(0.1, -40.0); 60]);
+        let ev = events_of(EndpointConfig::default(), &frames_with(&fs));
+        let u = ended(&ev);
+        assert_eq!(u.start, 60 * 128);
+        assert_eq!(u.end, 106 * 128);
+        // At most `onset_lookback_ms` back: 240 ms = 15 frames.
+        let mut fs = vec![(0.3, -40.0); 60];
+        fs.extend(vec![(0.2, -33.0); 30]);
+        fs.extend(vec![(0.9, -20.0); 40]);
+        fs.extend(vec![(0.1, -40.0); 60]);
+        let u = ended(&events_of(EndpointConfig::default(), &frames_with(&fs)));
+        assert_eq!(u.start, 75 * 128);
+    }
+
+    #[test]
+    fn the_floor_follows_noise_but_never_drops_below_its_minimum() {
+        let mut ep = Endpointer::new(EndpointConfig::default()).expect("valid");
+        assert_eq!(ep.noise_floor_dbfs().round(), -55.0);
+        for f in frames_with(&[(0.1, -40.0); 100]) {
+            ep.push(&f);
+        }
+        assert!((ep.noise_floor_dbfs() + 40.0).abs() < 0.1);
+        for f in frames_with(&[(0.1, -100.0); 10]) {
+            ep.push(&f);
+        }
+        assert_eq!(ep.noise_floor_dbfs().round(), -55.0);
+    }
+
+    #[test]
+    fn short_blips_never_start_and_short_runs_are_noise() {
+        // 4 frames = 64 ms < 80 ms minimum: nothing.
+        let probs = [run(0.9, 4), run(0.0, 60)].concat();
+        assert!(events(EndpointConfig::default(), &probs).is_empty());
+        // 8 frames = 128 ms: starts, but < 150 ms minimum utterance.
+        let probs = [run(0.9, 8), run(0.0, 60)].concat();
+        let ev = events(EndpointConfig::default(), &probs);
+        assert!(matches!(
+            ev[0],
+            EndpointEvent::SpeechStarted { start: 0, .. }
+        ));
+        assert!(matches!(
+            ev[1],
+            EndpointEvent::NoiseBurst {
+                start: 0,
+                end: 1_024,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn backchannel_length_utterances_are_short() {
+        // 50 frames = 800 ms: short. 51 frames: not.
+        for (n, short) in [(20, true), (50, true), (51, false), (60, false)] {
+            let probs = [run(0.9, n), run(0.0, 60)].concat();
+            let u = ended(&events(EndpointConfig::default(), &probs));
+            assert_eq!(u.is_short, short, "{n} frames");
+        }
+    }
+
+    #[test]
+    fn finish_closes_an_open_utterance() {
+        let u = ended(&events(EndpointConfig::default(), &run(0.9, 30)));
+        assert_eq!((u.start, u.end, u.decided_at), (0, 3_840, 3_920));
+    }
+
+    #[test]
+    fn invalid_configs_are_refused() {
+        let bad = EndpointConfig {
+            exit_probability: 0.9,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(EndpointConfigError::Thresholds));
+        let bad = EndpointConfig {
+            end_silence_ms: 0,
+            ..EndpointConfig::default()
+        };
+        assert!(Endpointer::new(bad).is_err());
+        let bad = EndpointConfig {
+            boundary_margin_db: f32::NAN,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(EndpointConfigError::Levels));
+        assert!(EndpointConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn barge_in_needs_a_strict_unbroken_run_and_fires_once_per_turn() {
+        let config = EndpointConfig::default();
+        let mut b = BargeInDetector::new(&config).expect("valid");
+        // 0.7 is speech for the endpointer but not for barge-in.
+        let probs = [
+            run(0.7, 30),
+            run(0.9, 10),
+            run(0.1, 1),
+            run(0.9, 20),
+            run(0.9, 20),
+        ]
+        .concat();
+        let fired: Vec<BargeIn> = frames(&probs).iter().filter_map(|f| b.push(f)).collect();
+        // First strong run (10 frames = 160 ms) is too short; the second
+        // starts at frame 41 and reaches 240 ms at frame 55.
+        assert_eq!(
+            fired,
+            vec![BargeIn {
+                start: 41 * 128,
+                decided_at: 56 * 128 + 80
+            }]
+        );
+        assert!(b.has_fired());
+        b.reset();
+        assert!(!b.has_fired());
+        let again: Vec<BargeIn> = frames(&run(0.95, 20))
+            .iter()
+            .filter_map(|f| b.push(f))
+            .collect();
+        assert_eq!(again.len(), 1);
+    }
+}
