@@ -10,11 +10,13 @@
 //! | [`resample`] | streaming 8 kHz ↔ 16/22.05/24/44.1/48 kHz conversion, with its delay |
 //! | [`vad`] | voice activity detection: earshot (neural) and energy detectors, frames stamped in stream time |
 //! | [`endpoint`] | utterance start/end, noise bursts, backchannels and barge-in from VAD scores |
+//! | [`path`] | the per-call inbound (payload → events) and outbound (audio → payloads) paths |
 
 pub mod endpoint;
 pub mod frame;
 pub mod g711;
 pub mod ledger;
+pub mod path;
 pub mod resample;
 pub mod vad;
 pub mod wav;

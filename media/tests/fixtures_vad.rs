@@ -4,13 +4,11 @@
 //! Detected utterance boundaries must lie within ±40 ms of the sidecar's
 //! ground truth; backchannel clips must come out as short utterances;
 //! silence and line noise must produce nothing. Also: the barge-in detector
-//! on the interruption clip, and no heap allocation on the per-frame path.
+//! on the interruption clip. (`no_alloc.rs` proves the path allocates nothing.)
 //!
 //! `cargo test -p media --test fixtures_vad -- --nocapture` prints the
 //! per-clip boundary errors.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use media::endpoint::{BargeInDetector, EndpointConfig, EndpointEvent, Endpointer};
@@ -24,39 +22,6 @@ const SNR_DB: f64 = 20.0;
 /// Speech level assumed for clips without speech, when adding noise: the
 /// level every speech fixture is normalised to.
 const REFERENCE_SPEECH_DBFS: f64 = -20.0;
-
-/// Counts heap allocations made by the current thread, so one test can
-/// prove the hot path allocates nothing while other tests run in parallel.
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: defers to the system allocator; only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
 
 /// One expected speech segment.
 #[derive(Debug, Clone, Copy)]
@@ -535,32 +500,4 @@ fn silence_and_noise_never_barge_in() {
             assert!(detect(&codes).barge_ins.is_empty(), "{}", fixture.name);
         }
     }
-}
-
-#[test]
-fn the_per_frame_path_does_not_allocate() {
-    let fixture = load_fixtures()
-        .into_iter()
-        .find(|f| f.name == "long_answer")
-        .expect("long_answer fixture");
-    let config = EndpointConfig::default();
-    let mut vad = TelephoneVad::new(EarshotVad::new()).expect("vad");
-    let mut endpointer = Endpointer::new(config.clone()).expect("config");
-    let mut barge_in = BargeInDetector::new(&config).expect("config");
-    let mut events = Vec::with_capacity(64);
-    let mut frames = 0usize;
-    let before = allocations();
-    for payload in fixture.codes.chunks(160) {
-        vad.push_ulaw(payload, |frame| {
-            frames += 1;
-            if let Some(e) = endpointer.push(&frame) {
-                events.push(e);
-            }
-            let _ = barge_in.push(&frame);
-        });
-    }
-    let after = allocations();
-    assert!(frames > 600, "{frames} frames");
-    assert!(!events.is_empty());
-    assert_eq!(after - before, 0, "allocations on the per-frame path");
 }
