@@ -12,6 +12,7 @@
 //! | [`crypto`]      | credential sealing (XChaCha20-Poly1305), API keys, password hashing |
 //! | [`http`]        | the axum router: health, readiness, platform API, error mapping   |
 //! | [`startup`]     | building and running the server, graceful shutdown               |
+//! | [`call`]        | one call: Twilio Media Streams messages and the sans-IO `CallSession` |
 //! | [`cli`]         | the `switchboard` command line                                    |
 //! | [`demo`]        | the offline demo                                                  |
 //!
@@ -19,6 +20,7 @@
 //! way application code reaches tenant rows is a [`db::TenantTx`], a
 //! transaction that has set `app.customer_id` transaction-locally.
 
+pub mod call;
 pub mod cli;
 pub mod configuration;
 pub mod crypto;
