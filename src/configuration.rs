@@ -41,6 +41,13 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "SWITCHBOARD_PREVIOUS_MASTER_KEYS",
         "secrets.previous_master_keys",
     ),
+    ("SWITCHBOARD_TWILIO_ACCOUNT_SID", "twilio.account_sid"),
+    ("SWITCHBOARD_TWILIO_AUTH_TOKEN", "twilio.auth_token"),
+    ("SWITCHBOARD_TWILIO_API_BASE", "twilio.api_base"),
+    (
+        "SWITCHBOARD_TWILIO_CALL_TOKEN_TTL_SECS",
+        "twilio.call_token_ttl_secs",
+    ),
 ];
 
 /// The validated configuration of one Switchboard process.
@@ -62,6 +69,30 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Keys that seal provider credentials at rest.
     pub secrets: SecretSettings,
+    /// The platform's Twilio account and the call-token lifetime.
+    pub twilio: TwilioSettings,
+}
+
+/// The platform's own Twilio account. Tenants that bring their own account
+/// store its credential per tenant instead (provider `twilio`).
+#[derive(Clone)]
+pub struct TwilioSettings {
+    /// The platform account's `AccountSid` (`AC` + 32 hex digits); `None`
+    /// when the platform has no Twilio account (only BYOK tenants ring).
+    pub account_sid: Option<String>,
+    /// The platform account's auth token: it signs Twilio's webhooks to us
+    /// and authenticates our REST calls. Set exactly when `account_sid` is.
+    pub auth_token: Option<SecretString>,
+    /// Base URL of Twilio's REST API; tests point it at a fake.
+    pub api_base: url_base::BaseUrl,
+    /// How long a call token minted by the voice webhook stays valid; it
+    /// only has to outlive the gap between our TwiML and the stream `start`.
+    pub call_token_ttl: std::time::Duration,
+}
+
+/// Whether `sid` looks like a Twilio AccountSid: `AC` and 32 hex digits.
+pub fn is_account_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Log output settings.
@@ -202,6 +233,17 @@ struct FileSettings {
     database: FileDatabase,
     #[serde(default)]
     secrets: FileSecrets,
+    #[serde(default)]
+    twilio: FileTwilio,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTwilio {
+    account_sid: Option<String>,
+    auth_token: Option<String>,
+    api_base: Option<String>,
+    call_token_ttl_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -439,6 +481,8 @@ impl Settings {
             }
         }
 
+        let twilio = Self::merge_twilio(file.twilio, env)?;
+
         Ok(Settings {
             listen,
             public_url,
@@ -451,6 +495,63 @@ impl Settings {
                 master_key_version,
                 previous_master_keys,
             },
+            twilio,
+        })
+    }
+
+    fn merge_twilio(file: FileTwilio, env: &dyn EnvSource) -> Result<TwilioSettings, ConfigError> {
+        let account_sid = env
+            .var("SWITCHBOARD_TWILIO_ACCOUNT_SID")
+            .or(file.account_sid)
+            .map(|sid| sid.trim().to_string());
+        if let Some(sid) = &account_sid {
+            if !is_account_sid(sid) {
+                return Err(ConfigError::invalid(
+                    "twilio.account_sid",
+                    "must be AC followed by 32 hex digits",
+                ));
+            }
+        }
+        let auth_token = env
+            .var("SWITCHBOARD_TWILIO_AUTH_TOKEN")
+            .or(file.auth_token)
+            .map(|token| SecretString::from(token.trim().to_string()));
+        if auth_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "twilio.auth_token",
+                "must not be empty",
+            ));
+        }
+        if account_sid.is_some() != auth_token.is_some() {
+            return Err(ConfigError::invalid(
+                "twilio.auth_token",
+                "must be set together with twilio.account_sid",
+            ));
+        }
+        let api_text = env
+            .var("SWITCHBOARD_TWILIO_API_BASE")
+            .or(file.api_base)
+            .unwrap_or_else(|| "https://api.twilio.com".to_string());
+        let api_base = url_base::BaseUrl::parse(&api_text)
+            .map_err(|problem| ConfigError::invalid("twilio.api_base", problem))?;
+        let ttl_secs = match env.var("SWITCHBOARD_TWILIO_CALL_TOKEN_TTL_SECS") {
+            Some(v) => parse_number::<u64>("twilio.call_token_ttl_secs", &v)?,
+            None => file.call_token_ttl_secs.unwrap_or(120),
+        };
+        if !(10..=3600).contains(&ttl_secs) {
+            return Err(ConfigError::invalid(
+                "twilio.call_token_ttl_secs",
+                "must be between 10 and 3600",
+            ));
+        }
+        Ok(TwilioSettings {
+            account_sid,
+            auth_token,
+            api_base,
+            call_token_ttl: std::time::Duration::from_secs(ttl_secs),
         })
     }
 
@@ -521,6 +622,20 @@ impl Settings {
         out.push_str(&format!(
             "previous_master_keys = {{ {} }}\n",
             versions.join(", ")
+        ));
+        out.push_str("\n[twilio]\n");
+        match &self.twilio.account_sid {
+            Some(sid) => out.push_str(&format!("account_sid = \"{sid}\"\n")),
+            None => out.push_str("# account_sid: not set (no platform Twilio account)\n"),
+        }
+        match &self.twilio.auth_token {
+            Some(_) => out.push_str("auth_token = \"********\"\n"),
+            None => out.push_str("# auth_token: not set\n"),
+        }
+        out.push_str(&format!("api_base = \"{}\"\n", self.twilio.api_base));
+        out.push_str(&format!(
+            "call_token_ttl_secs = {}\n",
+            self.twilio.call_token_ttl.as_secs()
         ));
         out
     }
@@ -687,11 +802,24 @@ mod tests {
                 ),
                 ("SWITCHBOARD_MASTER_KEY", &key),
                 ("SWITCHBOARD_PREVIOUS_MASTER_KEYS", &format!("7:{key}")),
+                (
+                    "SWITCHBOARD_TWILIO_ACCOUNT_SID",
+                    "AC0123456789abcdef0123456789abcdef",
+                ),
+                ("SWITCHBOARD_TWILIO_AUTH_TOKEN", "twilio-token-sekrit"),
             ]),
         )
         .expect("valid");
         let shown = format!("{s:?}\n{}", s.render_masked());
-        for secret in ["hunter2", "swordfish", key.as_str(), "password=x"] {
+        assert!(shown.contains("account_sid = \"AC0123456789abcdef0123456789abcdef\""));
+        assert!(shown.contains("auth_token = \"********\""));
+        for secret in [
+            "hunter2",
+            "swordfish",
+            key.as_str(),
+            "password=x",
+            "twilio-token-sekrit",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
         }
         assert!(shown.contains("postgres://app:********@db/sb"));
@@ -715,6 +843,27 @@ mod tests {
                 "postgres://a@b/c",
                 "database.owner_url",
             ),
+            (
+                "SWITCHBOARD_TWILIO_ACCOUNT_SID",
+                "AC123",
+                "twilio.account_sid",
+            ),
+            (
+                "SWITCHBOARD_TWILIO_ACCOUNT_SID",
+                "AC0123456789abcdef0123456789abcdef",
+                "twilio.auth_token",
+            ),
+            ("SWITCHBOARD_TWILIO_AUTH_TOKEN", "tok", "twilio.auth_token"),
+            (
+                "SWITCHBOARD_TWILIO_API_BASE",
+                "api.twilio.com",
+                "twilio.api_base",
+            ),
+            (
+                "SWITCHBOARD_TWILIO_CALL_TOKEN_TTL_SECS",
+                "5",
+                "twilio.call_token_ttl_secs",
+            ),
         ];
         for (var, value, key) in cases {
             let err = Settings::merge(FileSettings::default(), &env(&[(var, value)]))
@@ -722,6 +871,32 @@ mod tests {
                 .unwrap_or_else(|| panic!("{var}={value} should be rejected"));
             assert!(err.to_string().contains(key), "{err} should name {key}");
         }
+    }
+
+    #[test]
+    fn twilio_defaults_and_file_values() {
+        let s = Settings::merge(FileSettings::default(), &env(&[])).expect("defaults");
+        assert!(s.twilio.account_sid.is_none() && s.twilio.auth_token.is_none());
+        assert_eq!(s.twilio.api_base.as_str(), "https://api.twilio.com");
+        assert_eq!(s.twilio.call_token_ttl.as_secs(), 120);
+        let file: FileSettings = toml::from_str(
+            "[twilio]\naccount_sid = \"ACffffffffffffffffffffffffffffffff\"\n\
+             auth_token = \"t0ken\"\napi_base = \"http://127.0.0.1:9/\"\n\
+             call_token_ttl_secs = 60\n",
+        )
+        .expect("valid toml");
+        let s = Settings::merge(file, &env(&[])).expect("valid");
+        assert_eq!(
+            s.twilio.account_sid.as_deref(),
+            Some("ACffffffffffffffffffffffffffffffff")
+        );
+        assert_eq!(
+            s.twilio.auth_token.as_ref().map(|t| t.expose_secret()),
+            Some("t0ken")
+        );
+        assert_eq!(s.twilio.api_base.as_str(), "http://127.0.0.1:9");
+        assert_eq!(s.twilio.call_token_ttl.as_secs(), 60);
+        assert!(toml::from_str::<FileSettings>("[twilio]\nauthtoken = \"x\"").is_err());
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! | [`telemetry`]   | tracing subscriber (human or JSON)                                |
 //! | [`db`]          | connection pools, role checks, migrations, the private PostgreSQL cluster, [`db::TenantTx`] |
 //! | [`repo`]        | tenant-scoped repository functions; each takes a [`db::TenantTx`] |
+//! | [`providers`]   | STT, LLM and TTS as the call driver sees them; scripted fakes |
 //! | [`platform`]    | platform operations (tenants, numbers, users, keys, credentials) shared by CLI and API, and the narrow cross-tenant directory |
 //! | [`crypto`]      | credential sealing (XChaCha20-Poly1305), API keys, password hashing |
 //! | [`http`]        | the axum router: health, readiness, platform API, error mapping   |
 //! | [`startup`]     | building and running the server, graceful shutdown               |
+//! | [`twilio`]      | the Twilio HTTP edge: request signatures, TwiML, call tokens, voice and status webhooks |
 //! | [`call`]        | one call: Twilio Media Streams messages and the sans-IO `CallSession` |
 //! | [`cli`]         | the `switchboard` command line                                    |
 //! | [`demo`]        | the offline demo                                                  |
@@ -28,6 +30,8 @@ pub mod db;
 pub mod demo;
 pub mod http;
 pub mod platform;
+pub mod providers;
 pub mod repo;
 pub mod startup;
 pub mod telemetry;
+pub mod twilio;

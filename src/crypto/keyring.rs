@@ -141,6 +141,24 @@ impl Keyring {
             .map_err(|_| KeyringError::Tampered)
     }
 
+    /// A 32-byte key for one purpose, derived from the current master key:
+    /// HMAC-SHA256(master key, `switchboard/subkey/v1|` + `label`). Distinct
+    /// labels give independent keys, none of which reveals the master key.
+    /// Keys derived after a rotation differ, so only short-lived values
+    /// (call tokens) should depend on them.
+    pub fn derive_subkey(&self, label: &str) -> Result<[u8; 32], KeyringError> {
+        use hmac::{Hmac, Mac};
+        let key = self
+            .keys
+            .get(&self.current_version)
+            .ok_or(KeyringError::UnknownVersion(self.current_version))?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.expose())
+            .map_err(|_| KeyringError::Tampered)?;
+        mac.update(b"switchboard/subkey/v1|");
+        mac.update(label.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
     fn cipher(&self, version: u32) -> Result<XChaCha20Poly1305, KeyringError> {
         let key = self
             .keys
@@ -222,6 +240,27 @@ mod tests {
         let mut flipped = sealed;
         flipped.ciphertext[0] ^= 1;
         assert!(ring.open(customer, "openai", &flipped).is_err());
+    }
+
+    #[test]
+    fn subkeys_are_separated_by_label_and_master_key() {
+        let a = ring(1, 9)
+            .derive_subkey("twilio-call-token")
+            .expect("derive");
+        assert_eq!(
+            a,
+            ring(1, 9)
+                .derive_subkey("twilio-call-token")
+                .expect("derive")
+        );
+        assert_ne!(a, ring(1, 9).derive_subkey("other").expect("derive"));
+        assert_ne!(
+            a,
+            ring(1, 8)
+                .derive_subkey("twilio-call-token")
+                .expect("derive")
+        );
+        assert_ne!(a, [9u8; 32]);
     }
 
     #[test]

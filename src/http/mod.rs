@@ -1,5 +1,5 @@
-//! The HTTP surface: health and readiness probes and the platform API.
-//! Later layers (Twilio webhooks, media websocket, memory API) mount here.
+//! The HTTP surface: health and readiness probes, the platform API and the
+//! Twilio webhooks. Later layers (media websocket, memory API) mount here.
 
 mod auth;
 mod error;
@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::routes())
         .nest("/platform/api", platform_api::routes())
+        .merge(crate::twilio::webhooks::routes())
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -38,6 +38,14 @@ fn server_address() -> String {
         .to_string()
 }
 
+/// The public base URL the test server believes Twilio reaches it at; test
+/// requests are signed over URLs under it and sent to the real address.
+pub const PUBLIC_URL: &str = "https://switchboard.test";
+/// The platform's Twilio AccountSid in tests.
+pub const TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000001";
+/// The platform's Twilio auth token in tests.
+pub const TWILIO_AUTH_TOKEN: &str = "platform-auth-token-for-tests";
+
 /// Settings for a brand-new database.
 pub fn test_settings() -> (Settings, String) {
     let (env, database) = test_env();
@@ -67,6 +75,15 @@ pub fn test_env() -> (BTreeMap<String, String>, String) {
         ("SWITCHBOARD_DATABASE_ADMIN_URL", admin_url()),
         ("SWITCHBOARD_DATABASE_MAX_CONNECTIONS", "5".to_string()),
         ("SWITCHBOARD_MASTER_KEY", key),
+        ("SWITCHBOARD_PUBLIC_URL", PUBLIC_URL.to_string()),
+        (
+            "SWITCHBOARD_TWILIO_ACCOUNT_SID",
+            TWILIO_ACCOUNT_SID.to_string(),
+        ),
+        (
+            "SWITCHBOARD_TWILIO_AUTH_TOKEN",
+            TWILIO_AUTH_TOKEN.to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

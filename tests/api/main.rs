@@ -1,6 +1,7 @@
 //! End-to-end tests: real HTTP, real PostgreSQL (as the application role),
 //! one binary so the harness is compiled once.
 
+mod call_driver;
 mod catalog;
 mod health;
 mod helpers;
@@ -8,3 +9,4 @@ mod platform_api;
 mod pool;
 mod process;
 mod tenant_isolation;
+mod twilio_webhooks;

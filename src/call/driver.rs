@@ -1,0 +1,385 @@
+//! The async driver of one call: wires a Twilio Media Streams socket, the
+//! audio path, the providers, the transcript writer and the live-call
+//! registry to a [`CallSession`]. All protocol and conversation decisions
+//! live in the session; this file only moves data and keeps time.
+//!
+//! The socket is abstracted as a stream of [`WsIn`] and a channel of
+//! [`WsOut`], so the same code runs over a real websocket or test channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use media::endpoint::{EndpointConfig, EndpointEvent};
+use media::path::{InboundEvent, InboundPath};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{self, Inbound, StreamStart};
+use super::registry::{LiveCall, LiveCalls};
+use super::transcript;
+use super::{CallSession, EndReason, Input, Output, SessionConfig};
+use crate::db::CustomerId;
+use crate::platform::Platform;
+use crate::providers::{ProviderEvent, ProviderFactory};
+use crate::repo;
+use crate::twilio::call_token::CallTokenKey;
+
+/// How long a socket may stay open without sending `start`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A frame from the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsIn {
+    /// A text frame.
+    Text(String),
+    /// A binary frame (Twilio never sends these); its length.
+    Binary(usize),
+}
+
+/// A frame to the socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WsOut {
+    /// A text frame.
+    Text(String),
+    /// Close with this code and reason.
+    Close(u16, String),
+}
+
+/// Websocket close code for policy violations (bad or missing call token).
+pub const CLOSE_POLICY_VIOLATION: u16 = 1008;
+
+/// Ends or transfers calls through the carrier (Twilio's REST API).
+pub trait CallControl: Send + Sync {
+    /// Hangs the call up.
+    fn hangup(&self, customer_id: CustomerId, call_sid: &str);
+    /// Transfers the call to `to` with `<Dial>`.
+    fn transfer(&self, customer_id: CustomerId, call_sid: &str, to: &str);
+}
+
+/// A control that only logs (for tests and `--providers fake` runs with no
+/// Twilio account).
+#[derive(Debug, Default)]
+pub struct LogOnlyControl;
+
+impl CallControl for LogOnlyControl {
+    fn hangup(&self, _customer_id: CustomerId, call_sid: &str) {
+        tracing::info!(
+            call_sid,
+            "hang-up requested (no carrier control configured)"
+        );
+    }
+    fn transfer(&self, _customer_id: CustomerId, call_sid: &str, _to: &str) {
+        tracing::info!(
+            call_sid,
+            "transfer requested (no carrier control configured)"
+        );
+    }
+}
+
+/// What every call's driver shares.
+#[derive(Clone)]
+pub struct CallContext {
+    /// Database and keys.
+    pub platform: Platform,
+    /// Makes each call's providers.
+    pub providers: Arc<dyn ProviderFactory>,
+    /// Live calls.
+    pub live: Arc<LiveCalls>,
+    /// Cancelled when the server must cut remaining calls.
+    pub shutdown: CancellationToken,
+    /// Verifies the call token minted by the voice webhook.
+    pub token_key: CallTokenKey,
+    /// Hang-up and transfer.
+    pub control: Arc<dyn CallControl>,
+    /// Endpointing settings for the audio path.
+    pub endpoint: EndpointConfig,
+}
+
+/// How a media socket ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamOutcome {
+    /// The call ran and ended.
+    Ended(EndReason),
+    /// The socket never sent `start` in time, or closed first.
+    NoStart,
+    /// The call token was missing, invalid or expired: closed with 1008.
+    Refused(String),
+}
+
+/// Counters of input the driver dropped, for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Malformed text frames.
+    pub malformed: u64,
+    /// Binary frames.
+    pub binary: u64,
+    /// Messages out of order (media before start, a second start).
+    pub out_of_order: u64,
+    /// Media payloads the audio path rejected.
+    pub bad_payloads: u64,
+}
+
+/// Runs one media stream to its end.
+pub async fn run(
+    mut incoming: impl Stream<Item = WsIn> + Unpin,
+    outgoing: mpsc::Sender<WsOut>,
+    ctx: CallContext,
+) -> (StreamOutcome, Dropped) {
+    let mut dropped = Dropped::default();
+    let start = match wait_for_start(&mut incoming, &mut dropped).await {
+        Some(start) => start,
+        None => return (StreamOutcome::NoStart, dropped),
+    };
+    let Some(token) = start.custom_parameters.get("callToken") else {
+        return (refuse(&outgoing, "missing call token").await, dropped);
+    };
+    let claims = match ctx
+        .token_key
+        .verify_for_call(token, &start.call_sid, chrono::Utc::now())
+    {
+        Ok(claims) => claims,
+        Err(error) => return (refuse(&outgoing, &error.to_string()).await, dropped),
+    };
+    let customer_id = claims.customer_id;
+    let span = tracing::info_span!("call", call_sid = %start.call_sid, %customer_id, stream_sid = %start.stream_sid);
+    let _entered = span.enter();
+
+    let (config, call_id) = match load_call(&ctx.platform, customer_id, &start.call_sid).await {
+        Ok(found) => found,
+        Err(reason) => return (refuse(&outgoing, &reason).await, dropped),
+    };
+    let cancel = ctx.shutdown.child_token();
+    let live = LiveCall {
+        customer_id,
+        stream_sid: start.stream_sid.clone(),
+        started_at: chrono::Utc::now(),
+        cancel: cancel.clone(),
+    };
+    if !ctx.live.insert(&start.call_sid, live) {
+        return (
+            refuse(&outgoing, "a stream for this call is already live").await,
+            dropped,
+        );
+    }
+    let outcome = converse(
+        &mut incoming,
+        &outgoing,
+        &ctx,
+        &start,
+        customer_id,
+        call_id,
+        config,
+        cancel,
+        &mut dropped,
+    )
+    .await;
+    ctx.live.remove(&start.call_sid);
+    (StreamOutcome::Ended(outcome), dropped)
+}
+
+async fn wait_for_start(
+    incoming: &mut (impl Stream<Item = WsIn> + Unpin),
+    dropped: &mut Dropped,
+) -> Option<StreamStart> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, incoming.next())
+            .await
+            .ok()??;
+        match frame {
+            WsIn::Binary(_) => dropped.binary += 1,
+            WsIn::Text(text) => match protocol::parse(&text) {
+                Ok(Inbound::Start(start)) => return Some(start),
+                Ok(Inbound::Connected) => {}
+                Ok(Inbound::Stop) => return None,
+                Ok(_) => dropped.out_of_order += 1,
+                Err(_) => dropped.malformed += 1,
+            },
+        }
+    }
+}
+
+async fn refuse(outgoing: &mpsc::Sender<WsOut>, reason: &str) -> StreamOutcome {
+    tracing::warn!(reason, "media stream refused");
+    let _ = outgoing
+        .send(WsOut::Close(
+            CLOSE_POLICY_VIOLATION,
+            "call not authorised".into(),
+        ))
+        .await;
+    StreamOutcome::Refused(reason.to_string())
+}
+
+/// The tenant's session settings and the call's id.
+async fn load_call(
+    platform: &Platform,
+    customer_id: CustomerId,
+    call_sid: &str,
+) -> Result<(SessionConfig, uuid::Uuid), String> {
+    let mut tx = platform
+        .db()
+        .tenant(customer_id)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let customer = repo::customers::get(&mut tx)
+        .await
+        .map_err(|e| format!("tenant: {e}"))?;
+    let call = repo::calls::get_by_sid(&mut tx, call_sid)
+        .await
+        .map_err(|e| format!("call: {e}"))?
+        .ok_or_else(|| "no call record for this CallSid".to_string())?;
+    repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None)
+        .await
+        .map_err(|e| format!("call: {e}"))?;
+    tx.commit().await.map_err(|e| format!("database: {e}"))?;
+    let config = SessionConfig {
+        greeting: customer.greeting,
+        transfer_number: customer.transfer_number,
+        ..SessionConfig::default()
+    };
+    Ok((config, call.call_id))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn converse(
+    incoming: &mut (impl Stream<Item = WsIn> + Unpin),
+    outgoing: &mpsc::Sender<WsOut>,
+    ctx: &CallContext,
+    start: &StreamStart,
+    customer_id: CustomerId,
+    call_id: uuid::Uuid,
+    config: SessionConfig,
+    cancel: CancellationToken,
+    dropped: &mut Dropped,
+) -> EndReason {
+    let epoch = Instant::now();
+    let now = || Instant::now().saturating_duration_since(epoch);
+    let (events_tx, mut events) = mpsc::channel::<ProviderEvent>(256);
+    let mut providers = ctx.providers.for_call(events_tx);
+    let (transcript_tx, writer) =
+        transcript::spawn_writer(ctx.platform.db().clone(), customer_id, call_id);
+    let mut inbound = match InboundPath::new(ctx.endpoint.clone()) {
+        Ok(path) => path,
+        Err(error) => {
+            tracing::error!(%error, "audio path could not be built");
+            return EndReason::SocketClosed;
+        }
+    };
+    let mut session = match CallSession::new(config, start.stream_sid.clone(), now()) {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::error!(%error, "call session could not be built");
+            return EndReason::SocketClosed;
+        }
+    };
+    let mut turns: HashMap<u32, CancellationToken> = HashMap::new();
+    let mut endpoints: Vec<EndpointEvent> = Vec::with_capacity(4);
+    let reason;
+
+    'call: loop {
+        // Everything the session wants done, in order.
+        while let Some(output) = session.poll_output() {
+            match output {
+                Output::Twilio(text) => {
+                    if outgoing.send(WsOut::Text(text)).await.is_err() {
+                        session.handle(Input::SocketClosed, now());
+                    }
+                }
+                Output::StartReply { turn, history } => {
+                    let token = turns
+                        .entry(turn)
+                        .or_insert_with(|| cancel.child_token())
+                        .clone();
+                    providers.start_reply(turn, history, token);
+                }
+                Output::Speak { turn, text, last } => {
+                    let token = turns
+                        .entry(turn)
+                        .or_insert_with(|| cancel.child_token())
+                        .clone();
+                    providers.speak(turn, text, last, token);
+                }
+                Output::CancelTurn { turn } => {
+                    if let Some(token) = turns.remove(&turn) {
+                        token.cancel();
+                    }
+                }
+                Output::AgentSpeaking(speaking) => inbound.set_agent_speaking(speaking),
+                Output::Persist(entry) => {
+                    let _ = transcript_tx.send(entry);
+                }
+                Output::ToolResult { .. } => {}
+                Output::TakeMessage { arguments } => {
+                    tracing::info!(len = arguments.len(), "message taken for the tenant");
+                }
+                Output::Hangup { reason } => {
+                    tracing::info!(?reason, "hanging up");
+                    ctx.control.hangup(customer_id, &start.call_sid);
+                }
+                Output::Transfer { to } => {
+                    tracing::info!("transferring");
+                    ctx.control.transfer(customer_id, &start.call_sid, &to);
+                }
+                Output::Ended { reason: why } => {
+                    reason = why;
+                    break 'call;
+                }
+            }
+        }
+        let deadline = session.poll_timeout().map(|t| epoch + t);
+        tokio::select! {
+            frame = incoming.next() => match frame {
+                None => session.handle(Input::SocketClosed, now()),
+                Some(WsIn::Binary(_)) => dropped.binary += 1,
+                Some(WsIn::Text(text)) => match protocol::parse(&text) {
+                    Err(_) => dropped.malformed += 1,
+                    Ok(Inbound::Media { timestamp_ms, payload }) => {
+                        let pushed = inbound.push_media(timestamp_ms, &payload, |event| match event {
+                            InboundEvent::Audio { start, frame } => providers.caller_audio(start, frame),
+                            InboundEvent::Endpoint(e) => endpoints.push(e),
+                            InboundEvent::BargeIn(_) => {}
+                        });
+                        if pushed.is_err() {
+                            dropped.bad_payloads += 1;
+                        }
+                        for event in endpoints.drain(..) {
+                            providers.caller_endpoint(&event);
+                            match event {
+                                EndpointEvent::SpeechStarted { .. } => session.handle(Input::CallerSpeechStarted, now()),
+                                EndpointEvent::SpeechEnded(u) => session.handle(Input::CallerSpeechEnded { is_short: u.is_short }, now()),
+                                EndpointEvent::NoiseBurst { .. } => session.handle(Input::CallerSpeechEnded { is_short: true }, now()),
+                            }
+                        }
+                    }
+                    Ok(Inbound::Mark { name }) => session.handle(Input::Mark { name }, now()),
+                    Ok(Inbound::Dtmf { digit }) => session.handle(Input::Dtmf { digit }, now()),
+                    Ok(Inbound::Stop) => session.handle(Input::Stop, now()),
+                    Ok(Inbound::Start(_)) | Ok(Inbound::Connected) => dropped.out_of_order += 1,
+                    Ok(Inbound::Other { .. }) => {}
+                },
+            },
+            Some(ProviderEvent::Session(input)) = events.recv() => session.handle(input, now()),
+            () = sleep_until(deadline) => session.tick(now()),
+            () = cancel.cancelled() => session.handle(Input::SocketClosed, now()),
+        }
+    }
+    for token in turns.values() {
+        token.cancel();
+    }
+    drop(transcript_tx);
+    drop(providers);
+    let written = writer.await.unwrap_or(0);
+    tracing::info!(?reason, written, ?dropped, "call ended");
+    let _ = outgoing.send(WsOut::Close(1000, "call ended".into())).await;
+    reason
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
