@@ -31,8 +31,10 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server (HTTP API, and later the Twilio edge).
-    Serve,
+    /// Run the server: HTTP API, Twilio webhooks and the media websocket.
+    Serve(ServeArgs),
+    /// Place a simulated Twilio call against a running server.
+    Callsim(CallsimArgs),
     /// Create roles and database if needed and apply migrations.
     Migrate,
     /// Run the offline demo: migrate, create the demo tenants from fixtures.
@@ -58,6 +60,44 @@ pub enum Command {
     /// Master key operations.
     #[command(subcommand)]
     Keys(KeysCommand),
+}
+
+/// `switchboard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Call providers (overrides SWITCHBOARD_PROVIDERS): `fake`.
+    #[arg(long, value_name = "MODE")]
+    pub providers: Option<String>,
+}
+
+/// `switchboard callsim`.
+#[derive(Debug, Args)]
+pub struct CallsimArgs {
+    /// The server to call (where the simulator connects).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The server's public URL, which signatures cover (default: its configured public_url).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Twilio AccountSid to present (default: the configured platform account).
+    #[arg(long)]
+    pub account_sid: Option<String>,
+    /// Caller number.
+    #[arg(long, default_value = "+15005550006")]
+    pub from: String,
+    /// Number to dial (a tenant's).
+    #[arg(long)]
+    pub to: String,
+    /// Write the agent's audio here (8 kHz mu-law WAV).
+    #[arg(long, value_name = "WAV")]
+    pub record: Option<PathBuf>,
+    /// The caller's script: --say A.wav --wait-agent --interrupt-after 1.2s B.wav --pause 2s --dtmf 0 --hangup
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "SCRIPT"
+    )]
+    pub script: Vec<String>,
 }
 
 /// `switchboard demo`.
@@ -266,11 +306,16 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             print!("{}", settings.render_masked());
             Ok(())
         }
-        Command::Serve => {
+        Command::Serve(args) => {
+            let mut settings = settings;
+            if let Some(mode) = args.providers {
+                settings.providers = crate::configuration::ProviderMode::parse(&mode)?;
+            }
             let app = Application::build(settings).await?;
             app.run_until_stopped(startup::shutdown_signal()).await
         }
         Command::Demo(args) => demo::run(settings, args.fixtures).await,
+        Command::Callsim(args) => callsim(settings, args).await,
         other => {
             let runtime = Runtime::open(&settings).await?;
             let result = platform_command(&runtime, other).await;
@@ -493,7 +538,7 @@ async fn platform_command(runtime: &Runtime, command: Command) -> anyhow::Result
                 platform.keyring().current_version()
             );
         }
-        Command::Serve | Command::Demo(_) | Command::Config(_) => {}
+        Command::Serve(_) | Command::Callsim(_) | Command::Demo(_) | Command::Config(_) => {}
     }
     Ok(())
 }
@@ -539,4 +584,42 @@ fn limit(value: Option<i32>) -> String {
 
 fn minutes(seconds: i64) -> i64 {
     (seconds + 59) / 60
+}
+
+async fn callsim(settings: Settings, args: CallsimArgs) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let script = crate::callsim::parse_script(&args.script)?;
+    let account_sid = args
+        .account_sid
+        .or_else(|| settings.twilio.account_sid.clone())
+        .context("no AccountSid: pass --account-sid or set SWITCHBOARD_TWILIO_ACCOUNT_SID")?;
+    let auth_token = settings
+        .twilio
+        .auth_token
+        .as_ref()
+        .map(|t| t.expose_secret().to_string())
+        .context("no auth token to sign with: set SWITCHBOARD_TWILIO_AUTH_TOKEN")?;
+    let spec = crate::callsim::CallSpec {
+        server: args.server,
+        public_url: args
+            .public_url
+            .unwrap_or_else(|| settings.public_url.to_string()),
+        account_sid,
+        auth_token,
+        from: args.from,
+        to: args.to,
+        call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
+        script,
+    };
+    let report = crate::callsim::place_call(&spec).await?;
+    print!("{}", crate::callsim::render_report(&report));
+    if let Some(path) = args.record {
+        media::wav::write_ulaw(&path, &report.agent_audio)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        println!("agent audio written to {}", path.display());
+    }
+    if !report.off_spec.is_empty() {
+        anyhow::bail!("{} off-spec frames from the server", report.off_spec.len());
+    }
+    Ok(())
 }

@@ -22,6 +22,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SWITCHBOARD_PUBLIC_URL", "public_url"),
     ("SWITCHBOARD_DATA_DIR", "data_dir"),
     ("SWITCHBOARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("SWITCHBOARD_PROVIDERS", "providers"),
     ("SWITCHBOARD_LOG_FORMAT", "log.format"),
     ("SWITCHBOARD_LOG_LEVEL", "log.level"),
     ("SWITCHBOARD_DATABASE_URL", "database.url"),
@@ -63,6 +64,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// How long live calls may drain after SIGTERM before they are cut.
     pub shutdown_grace: std::time::Duration,
+    /// Which speech and language providers calls use.
+    pub providers: ProviderMode,
     /// Log output settings.
     pub log: LogSettings,
     /// Database connection settings.
@@ -93,6 +96,35 @@ pub struct TwilioSettings {
 /// Whether `sid` looks like a Twilio AccountSid: `AC` and 32 hex digits.
 pub fn is_account_sid(sid: &str) -> bool {
     sid.len() == 34 && sid.starts_with("AC") && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Which providers serve calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderMode {
+    /// Scripted, deterministic providers with no added latency: a 1 s
+    /// greeting, a 2 s reply per caller turn. For tests, benchmarks and
+    /// side-by-side runs that measure orchestration alone.
+    Fake,
+}
+
+impl ProviderMode {
+    /// Parses `fake`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "fake" => Ok(Self::Fake),
+            other => Err(ConfigError::invalid(
+                "providers",
+                format!("`{other}` is not a provider mode (available: fake)"),
+            )),
+        }
+    }
+
+    /// The mode's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fake => "fake",
+        }
+    }
 }
 
 /// Log output settings.
@@ -227,6 +259,7 @@ struct FileSettings {
     public_url: Option<String>,
     data_dir: Option<PathBuf>,
     shutdown_grace_secs: Option<u64>,
+    providers: Option<String>,
     #[serde(default)]
     log: FileLog,
     #[serde(default)]
@@ -482,6 +515,11 @@ impl Settings {
         }
 
         let twilio = Self::merge_twilio(file.twilio, env)?;
+        let providers = ProviderMode::parse(
+            &env.var("SWITCHBOARD_PROVIDERS")
+                .or(file.providers)
+                .unwrap_or_else(|| "fake".to_string()),
+        )?;
 
         Ok(Settings {
             listen,
@@ -496,6 +534,7 @@ impl Settings {
                 previous_master_keys,
             },
             twilio,
+            providers,
         })
     }
 
@@ -572,8 +611,9 @@ impl Settings {
         out.push_str(&format!("public_url = \"{}\"\n", self.public_url));
         out.push_str(&format!("data_dir = \"{}\"\n", self.data_dir.display()));
         out.push_str(&format!(
-            "shutdown_grace_secs = {}\n\n[log]\n",
-            self.shutdown_grace.as_secs()
+            "shutdown_grace_secs = {}\nproviders = \"{}\"\n\n[log]\n",
+            self.shutdown_grace.as_secs(),
+            self.providers.as_str()
         ));
         let format = match self.log.format {
             LogFormat::Human => "human",

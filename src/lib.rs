@@ -15,6 +15,7 @@
 //! | [`startup`]     | building and running the server, graceful shutdown               |
 //! | [`twilio`]      | the Twilio HTTP edge: request signatures, TwiML, call tokens, voice and status webhooks |
 //! | [`call`]        | one call: Twilio Media Streams messages and the sans-IO `CallSession` |
+//! | [`callsim`]     | a faithful Twilio simulator: signed webhook, media stream, real-time playout |
 //! | [`cli`]         | the `switchboard` command line                                    |
 //! | [`demo`]        | the offline demo                                                  |
 //!
@@ -23,6 +24,7 @@
 //! transaction that has set `app.customer_id` transaction-locally.
 
 pub mod call;
+pub mod callsim;
 pub mod cli;
 pub mod configuration;
 pub mod crypto;

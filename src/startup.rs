@@ -10,11 +10,18 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::configuration::Settings;
+use crate::call::driver::{CallContext, UpgradeSignature};
+use crate::call::registry::LiveCalls;
+use crate::configuration::{ProviderMode, Settings};
 use crate::crypto::Keyring;
 use crate::db::connect::DatabaseTarget;
 use crate::http::{self, AppState};
 use crate::platform::Platform;
+use crate::providers::fake::FakeFactory;
+use crate::providers::ProviderFactory;
+use crate::twilio::call_token::CallTokenKey;
+use crate::twilio::rest::TwilioRest;
+use media::endpoint::EndpointConfig;
 
 /// Everything the CLI commands and the server need: a migrated database,
 /// the application-role pool and the keyring.
@@ -83,10 +90,33 @@ impl Application {
             .await
             .with_context(|| format!("could not listen on {}", settings.listen))?;
         let shutdown = CancellationToken::new();
+        let token_key = CallTokenKey::from_keyring(runtime.platform.keyring())
+            .context("could not derive the call-token key")?;
+        let providers: Arc<dyn ProviderFactory> = match settings.providers {
+            ProviderMode::Fake => Arc::new(FakeFactory::default()),
+        };
+        tracing::info!(
+            providers = settings.providers.as_str(),
+            "call providers selected"
+        );
+        let calls = CallContext {
+            platform: runtime.platform.clone(),
+            providers,
+            live: Arc::new(LiveCalls::default()),
+            shutdown: shutdown.clone(),
+            token_key,
+            control: Arc::new(
+                TwilioRest::from_settings(&settings, runtime.platform.clone())
+                    .context("could not build the Twilio REST client")?,
+            ),
+            endpoint: EndpointConfig::default(),
+            upgrade: UpgradeSignature::Absent,
+        };
         let state = AppState {
             platform: runtime.platform.clone(),
             settings: Arc::new(settings),
             draining: Arc::new(AtomicBool::new(false)),
+            calls,
         };
         Ok(Self {
             listener,
@@ -121,6 +151,7 @@ impl Application {
         } = self;
         let grace = state.settings.shutdown_grace;
         let draining = state.draining.clone();
+        let live = state.calls.live.clone();
         let addr = listener.local_addr()?;
         let (begin_drain, drain_started) = tokio::sync::watch::channel(false);
         let app = http::router(state);
@@ -142,15 +173,32 @@ impl Application {
                 tracing::info!(grace_secs = grace.as_secs(), "shutdown requested: draining");
                 draining.store(true, Ordering::Relaxed);
                 let _ = begin_drain.send(true);
-                match tokio::time::timeout(grace, &mut server).await {
+                let deadline = tokio::time::Instant::now() + grace;
+                // HTTP requests finish with the server; calls run on upgraded
+                // sockets the server no longer tracks, so wait for them too.
+                let drained = tokio::time::timeout_at(deadline, async {
+                    let finished = (&mut server).await;
+                    while !live.is_empty() {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    finished
+                })
+                .await;
+                match drained {
                     Ok(finished) => {
                         finished.context("server task failed")?.context("server failed")?;
                         tracing::info!("drained cleanly");
                     }
                     Err(_) => {
-                        tracing::warn!("grace period over: cutting remaining connections");
+                        tracing::warn!(live_calls = live.len(), "grace period over: cutting remaining calls");
+                        live.cancel_all();
                         shutdown.cancel();
                         server.abort();
+                        // Give cut calls a moment to write their last turns.
+                        let cut = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+                        while !live.is_empty() && tokio::time::Instant::now() < cut {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        }
                     }
                 }
             }

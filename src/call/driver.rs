@@ -96,6 +96,29 @@ pub struct CallContext {
     pub control: Arc<dyn CallControl>,
     /// Endpointing settings for the audio path.
     pub endpoint: EndpointConfig,
+    /// What the websocket upgrade's `X-Twilio-Signature` showed.
+    pub upgrade: UpgradeSignature,
+}
+
+/// The outcome of checking the websocket upgrade's signature before the
+/// tenant is known. The call token at `start` is the primary gate; a
+/// signature that is present must also hold, with the platform's token or,
+/// once the tenant is known, the tenant's own Twilio token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UpgradeSignature {
+    /// No signature header (Twilio does not always sign upgrades).
+    #[default]
+    Absent,
+    /// Valid under the platform's auth token.
+    Verified,
+    /// Present but not valid under the platform's token: check it with the
+    /// tenant's own token at `start`.
+    Unverified {
+        /// The header's value.
+        signature: String,
+        /// The `wss://` URL it must sign.
+        url: String,
+    },
 }
 
 /// How a media socket ended.
@@ -144,6 +167,30 @@ pub async fn run(
         Err(error) => return (refuse(&outgoing, &error.to_string()).await, dropped),
     };
     let customer_id = claims.customer_id;
+    if let UpgradeSignature::Unverified { signature, url } = &ctx.upgrade {
+        let tenant_token = ctx
+            .platform
+            .open_credential(customer_id, "twilio")
+            .await
+            .ok()
+            .flatten()
+            .map(|(_, token)| token);
+        let valid = tenant_token.is_some_and(|token| {
+            crate::twilio::signature::validate(
+                secrecy::ExposeSecret::expose_secret(&token),
+                url,
+                crate::twilio::signature::SignedPayload::Form(&[]),
+                signature,
+            )
+            .is_ok()
+        });
+        if !valid {
+            return (
+                refuse(&outgoing, "the upgrade signature is invalid").await,
+                dropped,
+            );
+        }
+    }
     let span = tracing::info_span!("call", call_sid = %start.call_sid, %customer_id, stream_sid = %start.stream_sid);
     let _entered = span.enter();
 

@@ -7,6 +7,7 @@ pub mod config;
 pub mod driver;
 pub mod protocol;
 pub mod registry;
+pub mod route;
 pub mod session;
 pub mod transcript;
 pub mod websocket;

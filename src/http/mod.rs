@@ -1,5 +1,5 @@
 //! The HTTP surface: health and readiness probes, the platform API and the
-//! Twilio webhooks. Later layers (media websocket, memory API) mount here.
+//! Twilio webhooks and media websocket. Later layers (memory API) mount here.
 
 mod auth;
 mod error;
@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
+use crate::call::driver::CallContext;
 use crate::configuration::Settings;
 use crate::platform::Platform;
 
@@ -29,6 +30,8 @@ pub struct AppState {
     /// Set once shutdown begins: readiness fails so load balancers stop
     /// sending new calls while live ones drain.
     pub draining: Arc<AtomicBool>,
+    /// What every call's driver needs (providers, live calls, token key).
+    pub calls: CallContext,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .nest("/platform/api", platform_api::routes())
         .merge(crate::twilio::webhooks::routes())
+        .merge(crate::call::route::routes())
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -4,6 +4,7 @@
 pub mod call_status;
 pub mod call_token;
 pub mod request;
+pub mod rest;
 pub mod signature;
 pub mod twiml;
 pub mod webhooks;

@@ -178,6 +178,11 @@ async fn voice(
             "call to an inactive tenant: rejected");
         return Ok(reject());
     }
+    if state.is_draining() {
+        // Shutting down: answer busy so Twilio can fail over, bill nothing.
+        tracing::info!(call_sid, customer_id = %route.customer_id, "draining: new call rejected as busy");
+        return Ok(twiml(&Twiml::new().reject(RejectReason::Busy)));
+    }
     let caller = request.field("From").and_then(|f| normalize_e164(f).ok());
     let call = NewCall {
         call_sid,

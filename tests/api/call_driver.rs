@@ -191,6 +191,7 @@ async fn setup(tdb: &TestDb) -> (CustomerId, CallContext, String) {
         token_key,
         control: Arc::new(LogOnlyControl),
         endpoint: Default::default(),
+        upgrade: Default::default(),
     };
     (customer, ctx, token)
 }

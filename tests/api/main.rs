@@ -2,6 +2,7 @@
 //! one binary so the harness is compiled once.
 
 mod call_driver;
+mod callsim;
 mod catalog;
 mod health;
 mod helpers;
@@ -9,4 +10,5 @@ mod platform_api;
 mod pool;
 mod process;
 mod tenant_isolation;
+mod twilio_rest;
 mod twilio_webhooks;

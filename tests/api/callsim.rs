@@ -1,0 +1,135 @@
+//! End to end through the real server: the call simulator signs the voice
+//! webhook, follows the TwiML, opens the media websocket and talks to the
+//! fake providers over real HTTP and websockets on loopback.
+
+use switchboard::callsim::{self, Answer, CallSpec, Step};
+use switchboard::repo;
+
+use crate::helpers::{
+    spawn_app, tenant_input, TestApp, PUBLIC_URL, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+};
+
+fn clip(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/audio")
+        .join(name);
+    callsim::parse_script(&["--say".into(), path.display().to_string()])
+        .ok()
+        .and_then(|mut s| s.pop())
+        .and_then(|s| match s {
+            Step::Say(audio) => Some(audio),
+            _ => None,
+        })
+        .expect("fixture clip")
+}
+
+fn spec(app: &TestApp, to: &str, script: Vec<Step>) -> CallSpec {
+    CallSpec {
+        server: app.address.clone(),
+        public_url: PUBLIC_URL.into(),
+        account_sid: TWILIO_ACCOUNT_SID.into(),
+        auth_token: TWILIO_AUTH_TOKEN.into(),
+        from: "+15557654321".into(),
+        to: to.into(),
+        call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
+        script,
+    }
+}
+
+#[tokio::test]
+async fn a_call_with_two_turns_and_a_barge_in() {
+    let app = spawn_app().await;
+    let tenant = app
+        .platform
+        .create_tenant("test", tenant_input("simcall", "+15550004000"))
+        .await
+        .expect("tenant");
+    let interruption = {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/audio/interruption.wav");
+        callsim::parse_script(&[
+            "--interrupt-after".into(),
+            "0.4s".into(),
+            path.display().to_string(),
+        ])
+        .expect("script")
+    };
+    let mut script = vec![
+        Step::WaitAgent {
+            timeout: std::time::Duration::from_secs(10),
+        },
+        Step::Say(clip("question.wav")),
+        Step::Silence(std::time::Duration::from_millis(800)),
+        Step::WaitAgent {
+            timeout: std::time::Duration::from_secs(10),
+        },
+        Step::Say(clip("greeting_reply.wav")),
+    ];
+    script.extend(interruption);
+    script.push(Step::Silence(std::time::Duration::from_millis(800)));
+    script.push(Step::WaitAgent {
+        timeout: std::time::Duration::from_secs(10),
+    });
+    script.push(Step::Hangup);
+    let spec = spec(&app, "+15550004000", script);
+    let report = callsim::place_call(&spec).await.expect("call placed");
+    println!("{}", callsim::render_report(&report));
+    assert_eq!(report.answer, Some(Answer::Streamed));
+    assert!(
+        report.off_spec.is_empty(),
+        "off-spec frames: {:?}",
+        report.off_spec
+    );
+    let answered = report
+        .turns
+        .iter()
+        .filter(|t| t.first_agent_audio.is_some())
+        .count();
+    assert!(
+        answered >= 2,
+        "two caller turns answered: {:?}",
+        report.turns
+    );
+    assert_eq!(report.barge_ins.len(), 1);
+    assert!(
+        report.barge_ins[0].clear.is_some(),
+        "the barge-in got a clear: {:?}",
+        report.barge_ins
+    );
+    assert!(report.marks_echoed > 0);
+
+    // The transcript was written as the call went.
+    let mut tx = app
+        .platform
+        .db()
+        .tenant(tenant.customer.customer_id)
+        .await
+        .expect("tx");
+    let call = repo::calls::get_by_sid(&mut tx, &spec.call_sid)
+        .await
+        .expect("q")
+        .expect("call row");
+    let turns = repo::turns::list(&mut tx, call.call_id)
+        .await
+        .expect("turns");
+    let callers = turns.iter().filter(|t| t.speaker == "caller").count();
+    assert!(callers >= 2, "{turns:?}");
+    assert!(
+        turns.iter().any(|t| t.speaker == "agent" && t.interrupted),
+        "{turns:?}"
+    );
+    drop(tx);
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn an_unknown_number_is_rejected_before_any_stream() {
+    let app = spawn_app().await;
+    let report = callsim::place_call(&spec(&app, "+15550009999", vec![Step::Hangup]))
+        .await
+        .expect("webhook answered");
+    assert_eq!(report.answer, Some(Answer::Rejected));
+    assert!(report.twiml.contains("<Reject"), "{}", report.twiml);
+    assert!(report.agent_audio.is_empty());
+    app.stop().await.expect("stop");
+}
