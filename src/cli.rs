@@ -88,6 +88,9 @@ pub struct CallsimArgs {
     /// Number to dial (a tenant's).
     #[arg(long)]
     pub to: String,
+    /// Mix this many malformed messages into the stream (robustness test).
+    #[arg(long, default_value_t = 0)]
+    pub fuzz: usize,
     /// Write the agent's audio here (8 kHz mu-law WAV).
     #[arg(long, value_name = "WAV")]
     pub record: Option<PathBuf>,
@@ -610,6 +613,7 @@ async fn callsim(settings: Settings, args: CallsimArgs) -> anyhow::Result<()> {
         to: args.to,
         call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
         script,
+        fuzz: args.fuzz,
     };
     let report = crate::callsim::place_call(&spec).await?;
     print!("{}", crate::callsim::render_report(&report));

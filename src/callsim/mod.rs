@@ -9,6 +9,7 @@
 //! on spec. It reports per-turn latency: caller end of speech → first agent
 //! audio, and barge-in onset → `clear` received.
 
+mod fuzz;
 mod script;
 
 use std::collections::VecDeque;
@@ -44,6 +45,9 @@ pub struct CallSpec {
     pub call_sid: String,
     /// What the caller does.
     pub script: Vec<Step>,
+    /// Malformed messages to mix into the stream (robustness testing):
+    /// spread over the call, several per 20 ms tick if need be.
+    pub fuzz: usize,
 }
 
 /// How the server answered the voice webhook.
@@ -96,6 +100,8 @@ pub struct CallReport {
     pub off_spec: Vec<String>,
     /// Close code the server sent, if any.
     pub close_code: Option<u16>,
+    /// Malformed messages sent (fuzz).
+    pub fuzz_sent: usize,
     /// Gaps between consecutive agent frames beyond 20 ms while the agent
     /// spoke, in ms (outbound lateness; the load mode aggregates these).
     pub frame_lateness_ms: Vec<f64>,
@@ -361,6 +367,10 @@ async fn run_stream(
     let mut waiting_since: Option<Instant> = None;
     let mut last_agent_frame: Option<Instant> = None;
     let mut stopping = false;
+    let mut fuzz_left = spec.fuzz;
+    // Spread the junk over the first ~3 s of the call.
+    let fuzz_per_tick = spec.fuzz.div_ceil(150).max(1);
+    let mut fuzz_rng = fuzz::Rng::new(spec.call_sid.bytes().map(u64::from).sum());
 
     loop {
         tokio::select! {
@@ -502,6 +512,14 @@ async fn run_stream(
                               "timestamp": (elapsed.as_millis()).to_string(), "payload": BASE64.encode(frame)}}));
                 if socket.send(media).await.is_err() {
                     return;
+                }
+                for _ in 0..fuzz_per_tick.min(fuzz_left) {
+                    fuzz_left -= 1;
+                    let junk = fuzz::message(&mut fuzz_rng, &stream_sid);
+                    report.fuzz_sent += 1;
+                    if socket.send(junk).await.is_err() {
+                        return;
+                    }
                 }
             }
         }

@@ -33,6 +33,7 @@ fn spec(app: &TestApp, to: &str, script: Vec<Step>) -> CallSpec {
         to: to.into(),
         call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
         script,
+        fuzz: 0,
     }
 }
 
@@ -131,5 +132,95 @@ async fn an_unknown_number_is_rejected_before_any_stream() {
     assert_eq!(report.answer, Some(Answer::Rejected));
     assert!(report.twiml.contains("<Reject"), "{}", report.twiml);
     assert!(report.agent_audio.is_empty());
+    app.stop().await.expect("stop");
+}
+
+#[tokio::test]
+async fn ten_thousand_malformed_messages_across_twenty_calls_break_nothing() {
+    let app = spawn_app().await;
+    let tenant = app
+        .platform
+        .create_tenant("test", tenant_input("fuzzed", "+15550005000"))
+        .await
+        .expect("tenant");
+    let question = clip("question.wav");
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let mut spec = spec(
+            &app,
+            "+15550005000",
+            vec![
+                Step::WaitAgent {
+                    timeout: std::time::Duration::from_secs(10),
+                },
+                Step::Say(question.clone()),
+                Step::Silence(std::time::Duration::from_millis(800)),
+                Step::WaitAgent {
+                    timeout: std::time::Duration::from_secs(10),
+                },
+                Step::Hangup,
+            ],
+        );
+        // Even calls are fuzzed: 10 × 1,000 malformed messages.
+        spec.fuzz = if i % 2 == 0 { 1_000 } else { 0 };
+        calls.push(tokio::spawn(async move {
+            (spec.clone(), callsim::place_call(&spec).await)
+        }));
+    }
+    let mut fuzz_sent = 0;
+    let mut clean_sids = Vec::new();
+    for call in calls {
+        let (spec, report) = call.await.expect("simulator task did not panic");
+        let report = report.expect("call placed");
+        assert_eq!(report.answer, Some(Answer::Streamed));
+        assert!(
+            report.off_spec.is_empty(),
+            "server sent off-spec frames: {:?}",
+            report.off_spec
+        );
+        assert!(!report.agent_audio.is_empty(), "every call was greeted");
+        fuzz_sent += report.fuzz_sent;
+        if spec.fuzz == 0 {
+            assert!(
+                report.turns.iter().any(|t| t.first_agent_audio.is_some()),
+                "a clean call was answered: {:?}",
+                report.turns
+            );
+            clean_sids.push(spec.call_sid.clone());
+        }
+    }
+    assert_eq!(fuzz_sent, 10_000);
+    // The server is alive and the clean calls' transcripts are complete.
+    let health = app
+        .client
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let mut tx = app
+        .platform
+        .db()
+        .tenant(tenant.customer.customer_id)
+        .await
+        .expect("tx");
+    for sid in clean_sids {
+        let call = repo::calls::get_by_sid(&mut tx, &sid)
+            .await
+            .expect("q")
+            .expect("call row");
+        let turns = repo::turns::list(&mut tx, call.call_id)
+            .await
+            .expect("turns");
+        assert!(
+            turns.iter().any(|t| t.speaker == "caller"),
+            "{sid}: {turns:?}"
+        );
+        assert!(
+            turns.iter().filter(|t| t.speaker == "agent").count() >= 2,
+            "{sid}: {turns:?}"
+        );
+    }
+    drop(tx);
     app.stop().await.expect("stop");
 }
