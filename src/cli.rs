@@ -88,6 +88,22 @@ pub struct CallsimArgs {
     /// Number to dial (a tenant's).
     #[arg(long)]
     pub to: String,
+    /// Load mode: place this many concurrent calls (each repeats
+    /// --utterance and waits for the answer, for --duration).
+    #[arg(long)]
+    pub calls: Option<usize>,
+    /// Load mode: spread call starts over this long (e.g. 30s).
+    #[arg(long, default_value = "10s")]
+    pub ramp: String,
+    /// Load mode: how long each call keeps talking (e.g. 60s).
+    #[arg(long, default_value = "30s")]
+    pub duration: String,
+    /// Load mode: the caller's utterance.
+    #[arg(long, default_value = "fixtures/audio/question.wav")]
+    pub utterance: PathBuf,
+    /// Load mode: the server's pid, to report its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Mix this many malformed messages into the stream (robustness test).
     #[arg(long, default_value_t = 0)]
     pub fuzz: usize,
@@ -615,6 +631,27 @@ async fn callsim(settings: Settings, args: CallsimArgs) -> anyhow::Result<()> {
         script,
         fuzz: args.fuzz,
     };
+    if let Some(calls) = args.calls {
+        let load = crate::callsim::load::LoadSpec {
+            call: spec,
+            calls,
+            ramp: crate::callsim::parse_duration(&args.ramp)?,
+            duration: crate::callsim::parse_duration(&args.duration)?,
+            utterance: crate::callsim::load_ulaw(&args.utterance)?,
+            server_pid: args.server_pid,
+        };
+        eprintln!("placing {calls} calls over {} …", args.ramp);
+        let report = crate::callsim::load::run(load).await;
+        print!("{}", crate::callsim::load::render(&report));
+        if report.sustained < report.started || report.off_spec > 0 {
+            anyhow::bail!(
+                "{} of {} calls not sustained",
+                report.started - report.sustained,
+                report.started
+            );
+        }
+        return Ok(());
+    }
     let report = crate::callsim::place_call(&spec).await?;
     print!("{}", crate::callsim::render_report(&report));
     if let Some(path) = args.record {

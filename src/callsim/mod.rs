@@ -10,6 +10,7 @@
 //! audio, and barge-in onset → `clear` received.
 
 mod fuzz;
+pub mod load;
 mod script;
 
 use std::collections::VecDeque;
@@ -22,9 +23,13 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use script::{parse_script, ScriptError, Step};
+pub use script::{load_ulaw, parse_duration, parse_script, ScriptError, Step};
 
 use crate::twilio::signature;
+
+/// A buffer that ran dry this recently and then got more audio is an
+/// underrun; a longer silence is a new answer.
+const UNDERRUN_WINDOW: Duration = Duration::from_millis(400);
 
 /// Where and how to place a call.
 #[derive(Debug, Clone)]
@@ -102,8 +107,9 @@ pub struct CallReport {
     pub close_code: Option<u16>,
     /// Malformed messages sent (fuzz).
     pub fuzz_sent: usize,
-    /// Gaps between consecutive agent frames beyond 20 ms while the agent
-    /// spoke, in ms (outbound lateness; the load mode aggregates these).
+    /// Per agent `media` message: how late it came, in ms, if Twilio's
+    /// buffer had run dry mid-answer (0 when audio was still queued). An
+    /// answer's first message after a real pause is not counted.
     pub frame_lateness_ms: Vec<f64>,
 }
 
@@ -139,7 +145,7 @@ pub async fn place_call(spec: &CallSpec) -> Result<CallReport, CallsimError> {
         .ok_or_else(|| CallsimError::Twiml(stream_url.clone()))?;
     let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
         .await
-        .map_err(|e| CallsimError::Socket(e.to_string()))?;
+        .map_err(|e| CallsimError::Socket(error_chain(&e)))?;
     run_stream(socket, spec, &params, &mut report).await;
     Ok(report)
 }
@@ -161,7 +167,7 @@ async fn post_voice_webhook(spec: &CallSpec) -> Result<String, CallsimError> {
     .collect();
     let signed_url = format!("{}/twilio/voice", spec.public_url.trim_end_matches('/'));
     let sig = signature::sign(&spec.auth_token, &signed_url, &params);
-    let response = reqwest::Client::new()
+    let response = http_client()
         .post(format!(
             "{}/twilio/voice",
             spec.server.trim_end_matches('/')
@@ -171,7 +177,7 @@ async fn post_voice_webhook(spec: &CallSpec) -> Result<String, CallsimError> {
         .timeout(Duration::from_secs(15))
         .send()
         .await
-        .map_err(|e| CallsimError::Webhook(e.to_string()))?;
+        .map_err(|e| CallsimError::Webhook(error_chain(&e)))?;
     let status = response.status();
     let body = response
         .text()
@@ -181,6 +187,24 @@ async fn post_voice_webhook(spec: &CallSpec) -> Result<String, CallsimError> {
         return Err(CallsimError::Webhook(format!("HTTP {status}: {body}")));
     }
     Ok(body)
+}
+
+/// One HTTP client (and connection pool) for every simulated call.
+fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(reqwest::Client::new)
+}
+
+/// An error with its causes, for reports.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The `<Stream url>` and its `<Parameter>`s, from TwiML.
@@ -365,7 +389,7 @@ async fn run_stream(
     let mut steps: VecDeque<Step> = spec.script.iter().cloned().collect();
     let mut current: Option<(Step, usize)> = None;
     let mut waiting_since: Option<Instant> = None;
-    let mut last_agent_frame: Option<Instant> = None;
+    let mut dry_since: Option<Instant> = None;
     let mut stopping = false;
     let mut fuzz_left = spec.fuzz;
     // Spread the junk over the first ~3 s of the call.
@@ -387,13 +411,17 @@ async fn run_stream(
                                         turn.first_agent_audio = Some(now - epoch);
                                     }
                                 }
-                                if let Some(prev) = last_agent_frame {
-                                    let gap = (now - prev).as_secs_f64() * 1_000.0;
-                                    if playout.is_playing() && gap > 20.0 {
-                                        report.frame_lateness_ms.push(gap - 20.0);
+                                // Lateness: how long the caller heard nothing
+                                // because the buffer ran dry mid-answer (an
+                                // underrun shortly after audio was playing).
+                                if !playout.is_playing() {
+                                    if let Some(dry) = dry_since.filter(|d| now - *d < UNDERRUN_WINDOW) {
+                                        report.frame_lateness_ms.push((now - dry).as_secs_f64() * 1_000.0);
                                     }
+                                } else {
+                                    report.frame_lateness_ms.push(0.0);
                                 }
-                                last_agent_frame = Some(now);
+                                dry_since = None;
                                 report.agent_audio.extend_from_slice(&bytes);
                                 playout.queue.push_back(Queued::Audio(bytes.len() as u64));
                             }
@@ -426,7 +454,12 @@ async fn run_stream(
             }
             _ = ticker.tick() => {
                 let elapsed = epoch.elapsed();
-                for name in playout.play(160) {
+                let was_playing = playout.is_playing();
+                let echoed = playout.play(160);
+                if was_playing && !playout.is_playing() {
+                    dry_since = Some(Instant::now());
+                }
+                for name in echoed {
                     report.marks_echoed += 1;
                     let echo = send(json!({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}));
                     if socket.send(echo).await.is_err() {
@@ -472,16 +505,17 @@ async fn run_stream(
                     Some((Step::Say(audio) | Step::Interrupt { audio }, pos)) => {
                         let n = (audio.len() - *pos).min(160);
                         frame[..n].copy_from_slice(&audio[*pos..*pos + n]);
+                        let before = *pos;
                         *pos += n;
-                        if *pos >= audio.len() {
-                            finished = true;
-                            // End of speech, not of the file: trailing
-                            // silence in the clip does not count.
-                            let trailing = audio.len() - speech_end(audio);
-                            let end = (elapsed + Duration::from_millis(20))
-                                .saturating_sub(Duration::from_millis(trailing as u64 / 8));
-                            report.turns.push(TurnLatency { caller_end: end, first_agent_audio: None });
+                        // The turn's clock starts at the end of speech, not
+                        // of the file: the agent may answer while the clip's
+                        // trailing silence is still streaming.
+                        let end = speech_end(audio);
+                        if before < end.max(1) && *pos >= end.max(1) {
+                            let into_frame = Duration::from_millis((end - before) as u64 / 8);
+                            report.turns.push(TurnLatency { caller_end: elapsed + into_frame, first_agent_audio: None });
                         }
+                        finished = *pos >= audio.len();
                     }
                     Some((Step::Silence(d), pos)) => {
                         *pos += 20;
