@@ -194,9 +194,20 @@ pub async fn run(
     let span = tracing::info_span!("call", call_sid = %start.call_sid, %customer_id, stream_sid = %start.stream_sid);
     let _entered = span.enter();
 
-    let (config, call_id) = match load_call(&ctx.platform, customer_id, &start.call_sid).await {
-        Ok(found) => found,
-        Err(reason) => return (refuse(&outgoing, &reason).await, dropped),
+    // A busy database gets a few tries: the caller is already on the line.
+    let mut attempt = 0;
+    let (config, call_id) = loop {
+        attempt += 1;
+        match load_call(&ctx.platform, customer_id, &start.call_sid).await {
+            Ok(found) => break found,
+            Err(LoadError::Busy(reason)) if attempt < 4 => {
+                tracing::warn!(%reason, attempt, "call setup: database busy; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+            }
+            Err(LoadError::Busy(reason) | LoadError::Refused(reason)) => {
+                return (refuse(&outgoing, &reason).await, dropped)
+            }
+        }
     };
     let cancel = ctx.shutdown.child_token();
     let live = LiveCall {
@@ -260,28 +271,42 @@ async fn refuse(outgoing: &mpsc::Sender<WsOut>, reason: &str) -> StreamOutcome {
     StreamOutcome::Refused(reason.to_string())
 }
 
+/// Why a call could not be set up.
+enum LoadError {
+    /// The database is unavailable or overloaded: worth another try.
+    Busy(String),
+    /// The call must not run (no call record, unknown tenant).
+    Refused(String),
+}
+
+impl From<crate::db::StorageError> for LoadError {
+    fn from(error: crate::db::StorageError) -> Self {
+        match error {
+            crate::db::StorageError::Database(e) => LoadError::Busy(format!("database: {e}")),
+            other => LoadError::Refused(other.to_string()),
+        }
+    }
+}
+
 /// The tenant's session settings and the call's id.
 async fn load_call(
     platform: &Platform,
     customer_id: CustomerId,
     call_sid: &str,
-) -> Result<(SessionConfig, uuid::Uuid), String> {
-    let mut tx = platform
-        .db()
-        .tenant(customer_id)
-        .await
-        .map_err(|e| format!("database: {e}"))?;
-    let customer = repo::customers::get(&mut tx)
-        .await
-        .map_err(|e| format!("tenant: {e}"))?;
+) -> Result<(SessionConfig, uuid::Uuid), LoadError> {
+    let mut tx = platform.db().tenant(customer_id).await?;
+    let customer = repo::customers::get(&mut tx).await?;
     let call = repo::calls::get_by_sid(&mut tx, call_sid)
-        .await
-        .map_err(|e| format!("call: {e}"))?
-        .ok_or_else(|| "no call record for this CallSid".to_string())?;
-    repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None)
-        .await
-        .map_err(|e| format!("call: {e}"))?;
-    tx.commit().await.map_err(|e| format!("database: {e}"))?;
+        .await?
+        .ok_or_else(|| LoadError::Refused("no call record for this CallSid".into()))?;
+    if call.status == "refused" || call.ended_at.is_some() {
+        return Err(LoadError::Refused(format!(
+            "the call is already {}",
+            call.status
+        )));
+    }
+    repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None).await?;
+    tx.commit().await?;
     let config = SessionConfig {
         greeting: customer.greeting,
         transfer_number: customer.transfer_number,

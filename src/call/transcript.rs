@@ -1,6 +1,7 @@
 //! Writes the transcript turn by turn while the call runs, so a crash loses
-//! nothing already said. One writer task per call, fed by a channel; each
-//! entry is its own small transaction, retried briefly on failure.
+//! nothing already said. One writer task per call, fed by a channel; what
+//! has queued up is written in one transaction (usually one entry; a burst
+//! under load becomes one commit), retried briefly on failure.
 
 use std::time::Duration;
 
@@ -28,21 +29,24 @@ pub fn spawn_writer(
     let handle = tokio::spawn(async move {
         let mut written = 0;
         while let Some(entry) = rx.recv().await {
-            let turn = to_turn(&entry);
+            let mut batch = vec![to_turn(&entry)];
+            while let Ok(more) = rx.try_recv() {
+                batch.push(to_turn(&more));
+            }
             let mut delay = Duration::from_millis(50);
             for attempt in 1..=ATTEMPTS {
-                match write(&db, customer_id, call_id, &turn).await {
+                match write(&db, customer_id, call_id, &batch).await {
                     Ok(()) => {
-                        written += 1;
+                        written += batch.len();
                         break;
                     }
                     Err(error) if attempt < ATTEMPTS => {
-                        tracing::warn!(%error, attempt, seq = turn.seq, "transcript write failed; retrying");
+                        tracing::warn!(%error, attempt, entries = batch.len(), "transcript write failed; retrying");
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                     }
                     Err(error) => {
-                        tracing::error!(%error, seq = turn.seq, "transcript entry lost after retries");
+                        tracing::error!(%error, entries = batch.len(), "transcript entries lost after retries");
                     }
                 }
             }
@@ -56,10 +60,13 @@ async fn write(
     db: &Db,
     customer_id: CustomerId,
     call_id: Uuid,
-    turn: &Turn,
+    batch: &[Turn],
 ) -> Result<(), crate::db::StorageError> {
     let mut tx = db.tenant(customer_id).await?;
-    turns::append(&mut tx, call_id, turn).await?;
+    for turn in batch {
+        // Appending is idempotent per seq, so a retried batch is safe.
+        turns::append(&mut tx, call_id, turn).await?;
+    }
     tx.commit().await
 }
 

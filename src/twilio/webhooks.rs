@@ -252,22 +252,25 @@ async fn admit(
     if customer.status != "active" {
         return Ok(Admission::Inactive);
     }
+    if let Some(existing) = calls::get_by_sid(tx, call.call_sid).await? {
+        return Ok(Admission::Retry {
+            refused: existing.status == "refused",
+        });
+    }
+    // Record the call first and count it last: the usage row's lock, which
+    // makes the limit exact under concurrent calls, is then held only for
+    // the final statement and the commit, not the whole transaction.
+    calls::create(tx, call).await?;
     let month = usage::month_of(now.date_naive());
     let one_call = Usage {
         calls: 1,
         ..Usage::default()
     };
     let counted = usage::add(tx, month, &one_call).await?;
-    if let Some(existing) = calls::get_by_sid(tx, call.call_sid).await? {
-        return Ok(Admission::Retry {
-            refused: existing.status == "refused",
-        });
-    }
     let over = customer
         .monthly_call_limit
         .is_some_and(|limit| counted.calls > limit);
     if !over {
-        calls::create(tx, call).await?;
         return Ok(Admission::Admitted);
     }
     let moved_to_refused = Usage {
@@ -276,11 +279,6 @@ async fn admit(
         ..Usage::default()
     };
     usage::add(tx, month, &moved_to_refused).await?;
-    let refused = NewCall {
-        status: "refused",
-        ..call.clone()
-    };
-    calls::create(tx, &refused).await?;
     calls::update_status(
         tx,
         call.call_sid,
