@@ -1,7 +1,8 @@
 //! Turn boundaries from per-frame speech probabilities: the [`Endpointer`]
 //! (speech start, end of utterance, noise bursts, short "backchannel"
-//! utterances) and the stricter [`BargeInDetector`] (the caller talking over
-//! the agent), both configured by one plain [`EndpointConfig`].
+//! utterances), the stricter [`BargeInDetector`] (the caller talking over
+//! the agent) and the [`SpeechGate`] (which frames the neural detector may
+//! skip), all configured by one plain [`EndpointConfig`].
 //!
 //! Sans-IO: no clocks. Time comes only from the frames' stream stamps
 //! ([`VadFrame::start`], [`VadFrame::end`], [`VadFrame::ready_at`]), so every
@@ -46,6 +47,27 @@
 //! frame), never the time of the decision, which events carry separately.
 //! On the fixtures this puts every boundary within 18 ms of the ground truth
 //! on clean telephone audio (see `media/tests/fixtures_vad.rs`).
+//!
+//! # Skipping the detector: the speech gate
+//!
+//! The neural score is only needed to tell speech from noise in frames that
+//! could be speech. A caller's channel is silent or line noise much of the
+//! call (while the agent talks), and a frame whose level stays within
+//! `gate_margin_db` of the noise floor carries no more energy than the
+//! noise, while a telephone speech onset rises far above it. The
+//! [`SpeechGate`] tracks the floor like the endpointer does and tells
+//! [`TelephoneVad`](crate::vad::TelephoneVad) when it may skip resampling and
+//! scoring: only when the frame is not above `floor + gate_margin_db`, no
+//! frame above it came within `gate_hangover_ms`, and no frame scoring
+//! `exit_probability` came within `end_silence_ms` (so the detector always
+//! runs from the onset of an utterance to its end decision). Skipped frames
+//! reach the endpointer with probability 0 and their level, so its floor
+//! tracking, its loud/quiet calls and its look-back see every frame as
+//! before: skipping never moves a boundary by itself. What can change is
+//! the detector's score on the frames after a skip of more than about
+//! 200 ms, which it meets with the recurrent state it had when the gate
+//! closed rather than the one it would have drifted to (see
+//! [`TelephoneVad`](crate::vad::TelephoneVad)).
 
 use std::collections::VecDeque;
 
@@ -59,8 +81,8 @@ const SAMPLES_PER_MS: u64 = 8;
 /// floor: the floor follows quieter input quickly.
 const FLOOR_FALL: f32 = 0.5;
 
-/// Every endpointing and barge-in knob. Defaults were calibrated on
-/// telephone-band (300–3400 Hz, mu-law) speech with
+/// Every endpointing, barge-in and speech-gate knob. Defaults were
+/// calibrated on telephone-band (300–3400 Hz, mu-law) speech with
 /// [`EarshotVad`](crate::vad::EarshotVad) on the clips in `fixtures/audio/`,
 /// clean and with line noise at 20 dB SNR; each field says why it has its
 /// value.
@@ -127,7 +149,48 @@ pub struct EndpointConfig {
     /// Barge-in needs an unbroken run of such frames this long: longer than
     /// a cough or a click, short enough to stop the agent within a word.
     pub barge_in_min_speech_ms: u32,
+    /// Whether [`TelephoneVad`](crate::vad::TelephoneVad) may skip resampling
+    /// and neural scoring on frames the [`SpeechGate`] calls noise. On by
+    /// default: the golden test (`media/tests/fixtures_vad.rs`) passes with
+    /// it, and after seconds of silence or line noise every fixture is
+    /// endpointed to the same frame as without it (the `path` tests), at
+    /// about half the cost of a call whose caller speaks 38 % of the time.
+    /// Off runs the detector on every frame.
+    pub gate_enabled: bool,
+    /// A frame opens the gate when its level is at least this far above the
+    /// gate's noise floor. It only decides when the detector runs, never
+    /// where a boundary goes (the endpointer's loud/quiet call uses the
+    /// level, reported for every frame). 3 dB is 5 standard deviations of a
+    /// 16 ms frame's level in steady line noise, so noise alone rarely opens
+    /// the gate, while speech even at 20 dB SNR sits some 20 dB above it
+    /// (a weak onset that stays under the margin is scored from the first
+    /// louder frame, and the endpointer's look-back still stamps it).
+    pub gate_margin_db: f32,
+    /// The gate stays open this long after the last frame above its margin,
+    /// so the detector sees a sound to its end even where its score lags the
+    /// energy (earshot is late on weak onsets, and in noise).
+    pub gate_hangover_ms: u32,
+    /// When the gate opens after a closure too long for the detector simply
+    /// to catch up (about 200 ms), this much of the audio before the opening
+    /// frame (at most [`MAX_GATE_LOOKBACK_MS`]) is replayed through the
+    /// restarted resampler and the detector, unreported, so that the first
+    /// frame they score has its context: earshot's 48 ms window and a few
+    /// frames more. Longer look-backs changed nothing on the fixtures.
+    pub gate_lookback_ms: u32,
+    /// The gate stays open for this long at the start of a stream (at least
+    /// `end_silence_ms`): the floor is learnt with the detector's help, a
+    /// call that opens with speech is scored from its first frame, and the
+    /// detector's recurrent state, which it keeps while the gate is closed,
+    /// has settled on the line. earshot's score on a noise onset after
+    /// digital silence keeps falling for about 2 s: frozen sooner, its state
+    /// scores the hiss after a silent lead 0.03–0.1 higher than a detector
+    /// that never stopped, enough to cross `enter_probability`.
+    pub gate_warm_up_ms: u32,
 }
+
+/// Longest [`EndpointConfig::gate_lookback_ms`]: what the 8 kHz history kept
+/// by [`TelephoneVad`](crate::vad::TelephoneVad) can replay.
+pub const MAX_GATE_LOOKBACK_MS: u32 = 160;
 
 impl Default for EndpointConfig {
     fn default() -> Self {
@@ -146,6 +209,11 @@ impl Default for EndpointConfig {
             noise_floor_rise_db_per_s: 1.0,
             barge_in_probability: 0.8,
             barge_in_min_speech_ms: 240,
+            gate_enabled: true,
+            gate_margin_db: 3.0,
+            gate_hangover_ms: 160,
+            gate_lookback_ms: 96,
+            gate_warm_up_ms: 2_000,
         }
     }
 }
@@ -160,6 +228,8 @@ pub enum EndpointConfigError {
     ZeroDuration,
     /// A decibel setting that is not finite, or a negative margin or rise.
     Levels,
+    /// `gate_lookback_ms` above [`MAX_GATE_LOOKBACK_MS`].
+    GateLookback,
 }
 
 impl std::fmt::Display for EndpointConfigError {
@@ -174,8 +244,12 @@ impl std::fmt::Display for EndpointConfigError {
             }
             Self::Levels => write!(
                 f,
-                "boundary_margin_db and noise_floor_rise_db_per_s must be finite and not negative, \
+                "boundary_margin_db, gate_margin_db and noise_floor_rise_db_per_s must be finite and not negative, \
                  boundary_floor_min_dbfs finite"
+            ),
+            Self::GateLookback => write!(
+                f,
+                "gate_lookback_ms must not exceed {MAX_GATE_LOOKBACK_MS}"
             ),
         }
     }
@@ -202,8 +276,13 @@ impl EndpointConfig {
             || !self.boundary_floor_min_dbfs.is_finite()
             || !self.noise_floor_rise_db_per_s.is_finite()
             || self.noise_floor_rise_db_per_s < 0.0
+            || !self.gate_margin_db.is_finite()
+            || self.gate_margin_db < 0.0
         {
             return Err(EndpointConfigError::Levels);
+        }
+        if self.gate_lookback_ms > MAX_GATE_LOOKBACK_MS {
+            return Err(EndpointConfigError::GateLookback);
         }
         Ok(())
     }
@@ -304,10 +383,8 @@ pub struct Endpointer {
     config: EndpointConfig,
     /// Where it is.
     state: State,
-    /// Noise floor in dBFS, from non-speech frames.
-    floor_dbfs: f32,
-    /// Whether a non-speech frame has set the floor yet.
-    floor_known: bool,
+    /// Noise floor, from non-speech frames.
+    floor: NoiseFloor,
     /// Frames before the current one, newest last; capacity fixed at
     /// construction (one per millisecond of look-back, so frames of 1 ms and
     /// up fit), never grown.
@@ -319,12 +396,10 @@ impl Endpointer {
     pub fn new(config: EndpointConfig) -> Result<Self, EndpointConfigError> {
         config.validate()?;
         let capacity = config.onset_lookback_ms as usize + 1;
-        let floor_dbfs = config.boundary_floor_min_dbfs;
         Ok(Self {
+            floor: NoiseFloor::new(&config),
             config,
             state: State::Silent,
-            floor_dbfs,
-            floor_known: false,
             recent: VecDeque::with_capacity(capacity),
         })
     }
@@ -342,7 +417,7 @@ impl Endpointer {
     /// The noise floor it currently assumes, in dBFS (never below
     /// `boundary_floor_min_dbfs`).
     pub fn noise_floor_dbfs(&self) -> f32 {
-        self.floor_dbfs
+        self.floor.dbfs()
     }
 
     /// Takes the next frame; frames must come in stream order.
@@ -350,7 +425,7 @@ impl Endpointer {
         let loud = frame.level_dbfs >= self.noise_floor_dbfs() + self.config.boundary_margin_db;
         let event = self.step(frame, loud);
         if !self.is_speaking() && frame.probability < self.config.exit_probability {
-            self.track_floor(frame, loud);
+            self.floor.track(frame, loud);
         }
         if self.recent.len() == self.recent.capacity() {
             self.recent.pop_front();
@@ -383,8 +458,7 @@ impl Endpointer {
     pub fn reset(&mut self) {
         self.state = State::Silent;
         self.recent.clear();
-        self.floor_dbfs = self.config.boundary_floor_min_dbfs;
-        self.floor_known = false;
+        self.floor.reset();
     }
 
     /// The state machine proper.
@@ -476,30 +550,6 @@ impl Endpointer {
         (onset, last_loud_end)
     }
 
-    /// Follows the noise floor on a non-speech frame: the first one sets it;
-    /// then halfway down at once towards quieter frames, towards frames
-    /// within the margin with `noise_floor_track_ms`, and up by
-    /// `noise_floor_rise_db_per_s` under louder ones; never below
-    /// `boundary_floor_min_dbfs`.
-    fn track_floor(&mut self, frame: &VadFrame, loud: bool) {
-        let c = &self.config;
-        let level = frame.level_dbfs;
-        if !self.floor_known {
-            self.floor_known = true;
-            self.floor_dbfs = level.max(c.boundary_floor_min_dbfs);
-            return;
-        }
-        let span_ms = (frame.end - frame.start) as f32 / SAMPLES_PER_MS as f32;
-        let step = if level < self.floor_dbfs {
-            FLOOR_FALL * (level - self.floor_dbfs)
-        } else if loud {
-            c.noise_floor_rise_db_per_s * span_ms / 1000.0
-        } else {
-            (span_ms / c.noise_floor_track_ms as f32).min(1.0) * (level - self.floor_dbfs)
-        };
-        self.floor_dbfs = (self.floor_dbfs + step).max(c.boundary_floor_min_dbfs);
-    }
-
     /// In a candidate run ending with `frame`: declares speech if the run is
     /// long enough.
     fn maybe_start(&mut self, frame: &VadFrame) -> Option<EndpointEvent> {
@@ -553,6 +603,193 @@ impl Endpointer {
             decided_at,
             is_short: length <= ms(self.config.max_backchannel_ms),
         })
+    }
+}
+
+/// A noise floor in dBFS, followed over frames that are not speech: the
+/// first one sets it; then it falls halfway at once towards quieter frames,
+/// follows frames within the boundary margin with `noise_floor_track_ms`,
+/// and creeps up by `noise_floor_rise_db_per_s` under louder ones; never
+/// below `boundary_floor_min_dbfs`. Shared by the [`Endpointer`] and the
+/// [`SpeechGate`], so both learn the same floor the same way.
+#[derive(Debug, Clone)]
+struct NoiseFloor {
+    /// The floor, in dBFS.
+    dbfs: f32,
+    /// Whether a frame has set it yet.
+    known: bool,
+    /// `boundary_floor_min_dbfs`.
+    min_dbfs: f32,
+    /// `noise_floor_track_ms`.
+    track_ms: u32,
+    /// `noise_floor_rise_db_per_s`.
+    rise_db_per_s: f32,
+}
+
+impl NoiseFloor {
+    /// Unknown, at the minimum.
+    fn new(config: &EndpointConfig) -> Self {
+        Self {
+            dbfs: config.boundary_floor_min_dbfs,
+            known: false,
+            min_dbfs: config.boundary_floor_min_dbfs,
+            track_ms: config.noise_floor_track_ms,
+            rise_db_per_s: config.noise_floor_rise_db_per_s,
+        }
+    }
+
+    /// The floor (the minimum until a frame has set it).
+    fn dbfs(&self) -> f32 {
+        self.dbfs
+    }
+
+    /// Follows a non-speech frame; `loud` says whether it is above the floor
+    /// by the boundary margin.
+    fn track(&mut self, frame: &VadFrame, loud: bool) {
+        let level = frame.level_dbfs;
+        if !self.known {
+            self.known = true;
+            self.dbfs = level.max(self.min_dbfs);
+            return;
+        }
+        let span_ms = (frame.end - frame.start) as f32 / SAMPLES_PER_MS as f32;
+        let step = if level < self.dbfs {
+            FLOOR_FALL * (level - self.dbfs)
+        } else if loud {
+            self.rise_db_per_s * span_ms / 1000.0
+        } else {
+            (span_ms / self.track_ms as f32).min(1.0) * (level - self.dbfs)
+        };
+        self.dbfs = (self.dbfs + step).max(self.min_dbfs);
+    }
+
+    /// Unknown again.
+    fn reset(&mut self) {
+        self.dbfs = self.min_dbfs;
+        self.known = false;
+    }
+}
+
+/// Decides, frame by frame, whether the neural detector must score a frame
+/// or may skip it (see the module docs). Sans-IO like the rest: it sees each
+/// frame's 8 kHz level before the decision and the frame as reported after
+/// it; [`TelephoneVad`](crate::vad::TelephoneVad) does the skipping.
+///
+/// The detector must run on a frame when the gate is disabled, when the
+/// floor is not known yet, when the frame starts within the hangover of an
+/// earlier frame (`gate_hangover_ms` after one above the margin,
+/// `end_silence_ms` after one scoring `exit_probability`), or when the
+/// frame itself is at least `gate_margin_db` above the floor. The hangover
+/// is armed for `end_silence_ms` at the start of the stream, so the floor is
+/// learnt with the detector's help and a call that opens with speech is
+/// scored from its first frame.
+///
+/// Since the endpointer's utterance can only last `end_silence_ms` past its
+/// last frame scoring `exit_probability`, and a candidate run is made of
+/// such frames, the detector is never skipped while an utterance is in
+/// progress or being decided, whatever the levels.
+#[derive(Debug, Clone)]
+pub struct SpeechGate {
+    /// `gate_enabled`.
+    enabled: bool,
+    /// `gate_margin_db`: above the floor by this, a frame opens the gate.
+    margin_db: f32,
+    /// `boundary_margin_db`: how the floor tells "within" from "louder".
+    boundary_margin_db: f32,
+    /// `exit_probability`: scores at least this are speech.
+    exit_probability: f32,
+    /// `gate_hangover_ms` in samples.
+    hangover: SampleTime,
+    /// `end_silence_ms` in samples.
+    speech_hangover: SampleTime,
+    /// `gate_lookback_ms` in samples.
+    lookback: SampleTime,
+    /// `gate_warm_up_ms` (at least `end_silence_ms`) in samples.
+    warm_up: SampleTime,
+    /// The noise floor it compares levels with.
+    floor: NoiseFloor,
+    /// Frames starting before this are scored whatever their level.
+    open_until: SampleTime,
+}
+
+impl SpeechGate {
+    /// A gate with the gate, floor and hangover settings of `config`, for a
+    /// stream starting at 0.
+    pub fn new(config: &EndpointConfig) -> Result<Self, EndpointConfigError> {
+        config.validate()?;
+        Ok(Self::from_valid(config))
+    }
+
+    /// [`new`](Self::new) for a configuration already validated.
+    fn from_valid(config: &EndpointConfig) -> Self {
+        let warm_up = ms(config.gate_warm_up_ms).max(ms(config.end_silence_ms));
+        Self {
+            enabled: config.gate_enabled,
+            margin_db: config.gate_margin_db,
+            boundary_margin_db: config.boundary_margin_db,
+            exit_probability: config.exit_probability,
+            hangover: ms(config.gate_hangover_ms),
+            speech_hangover: ms(config.end_silence_ms),
+            lookback: ms(config.gate_lookback_ms),
+            warm_up,
+            floor: NoiseFloor::new(config),
+            open_until: warm_up,
+        }
+    }
+
+    /// Whether it may ever skip the detector.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// How much audio to replay before the frame that opens it, in samples.
+    pub fn lookback(&self) -> SampleTime {
+        self.lookback
+    }
+
+    /// The noise floor it compares levels with, in dBFS.
+    pub fn noise_floor_dbfs(&self) -> f32 {
+        self.floor.dbfs()
+    }
+
+    /// Whether the frame starting at `start` must be scored whatever its
+    /// level (disabled, floor unknown, or within a hangover).
+    pub fn holds_open(&self, start: SampleTime) -> bool {
+        !self.enabled || !self.floor.known || start < self.open_until
+    }
+
+    /// Whether the detector must score the frame starting at `start` whose
+    /// 8 kHz level is `level_dbfs`.
+    pub fn must_score(&self, start: SampleTime, level_dbfs: f32) -> bool {
+        self.holds_open(start) || level_dbfs >= self.floor.dbfs() + self.margin_db
+    }
+
+    /// Learns from a frame as reported to the endpointer: its level, and its
+    /// score (0 where the detector was skipped). Frames must come in order.
+    pub fn observe(&mut self, frame: &VadFrame) {
+        let floor = self.floor.dbfs();
+        if frame.level_dbfs >= floor + self.margin_db {
+            self.open_until = self.open_until.max(frame.end + self.hangover);
+        }
+        if frame.probability >= self.exit_probability {
+            self.open_until = self.open_until.max(frame.end + self.speech_hangover);
+        } else {
+            let loud = frame.level_dbfs >= floor + self.boundary_margin_db;
+            self.floor.track(frame, loud);
+        }
+    }
+
+    /// Starts over for a stream whose first frame starts at `origin`.
+    pub fn reset(&mut self, origin: SampleTime) {
+        self.floor.reset();
+        self.open_until = origin + self.warm_up;
+    }
+}
+
+impl Default for SpeechGate {
+    /// The gate of the default [`EndpointConfig`] (enabled).
+    fn default() -> Self {
+        Self::from_valid(&EndpointConfig::default())
     }
 }
 
@@ -872,5 +1109,96 @@ mod tests {
             .filter_map(|f| b.push(f))
             .collect();
         assert_eq!(again.len(), 1);
+    }
+
+    /// The gate's decision for the frame `k` (128 samples from 0), of this
+    /// level, then what it learns from it with score `p`.
+    fn gate_step(gate: &mut SpeechGate, k: u64, level: f32, p: f32) -> bool {
+        let must = gate.must_score(128 * k, level);
+        let f = VadFrame {
+            probability: if must { p } else { 0.0 },
+            level_dbfs: level,
+            start: 128 * k,
+            end: 128 * (k + 1),
+            ready_at: 128 * (k + 1) + 80,
+        };
+        gate.observe(&f);
+        must
+    }
+
+    #[test]
+    fn the_gate_skips_only_quiet_frames_after_its_warm_up_and_hangovers() {
+        let mut gate = SpeechGate::new(&EndpointConfig::default()).expect("valid");
+        // Warm-up: 2 s = 125 frames scored whatever the level.
+        let mut k = 0;
+        while k < 125 {
+            assert!(gate_step(&mut gate, k, -40.0, 0.3), "frame {k}");
+            k += 1;
+        }
+        assert!((gate.noise_floor_dbfs() + 40.0).abs() < 0.1);
+        // Steady noise within the margin: skipped.
+        assert!(!gate_step(&mut gate, k, -38.5, 0.3));
+        k += 1;
+        // A frame 3 dB over the floor opens it, and it holds for 160 ms
+        // (10 frames) of quiet frames the detector calls noise.
+        assert!(gate_step(&mut gate, k, -36.5, 0.3));
+        k += 1;
+        for _ in 0..10 {
+            assert!(gate_step(&mut gate, k, -40.0, 0.3));
+            k += 1;
+        }
+        assert!(!gate_step(&mut gate, k, -40.0, 0.3));
+        k += 1;
+        // Speech: held open 600 ms (end_silence_ms) after the last frame
+        // scoring exit_probability, however quiet the frames after it.
+        for _ in 0..20 {
+            assert!(gate_step(&mut gate, k, -20.0, 0.9));
+            k += 1;
+        }
+        assert!(gate_step(&mut gate, k, -40.0, 0.5));
+        k += 1;
+        // 37.5 frames: the 38th still starts within it.
+        for _ in 0..38 {
+            assert!(gate_step(&mut gate, k, -40.0, 0.2));
+            k += 1;
+        }
+        assert!(!gate_step(&mut gate, k, -40.0, 0.2));
+        // The floor did not learn the speech.
+        assert!((gate.noise_floor_dbfs() + 40.0).abs() < 0.5);
+        // Reset: warm-up again from the new origin, floor forgotten.
+        gate.reset(128 * 1_000);
+        for k in 1_000..1_125 {
+            assert!(gate_step(&mut gate, k, -60.0, 0.1), "frame {k}");
+        }
+        assert!(!gate_step(&mut gate, 1_125, -60.0, 0.1));
+        assert_eq!(gate.noise_floor_dbfs(), -55.0);
+    }
+
+    #[test]
+    fn a_disabled_gate_always_scores() {
+        let config = EndpointConfig {
+            gate_enabled: false,
+            ..EndpointConfig::default()
+        };
+        let mut gate = SpeechGate::new(&config).expect("valid");
+        assert!(!gate.is_enabled());
+        for k in 0..500 {
+            assert!(gate_step(&mut gate, k, -90.0, 0.0));
+        }
+    }
+
+    #[test]
+    fn gate_settings_are_validated() {
+        let long = EndpointConfig {
+            gate_lookback_ms: MAX_GATE_LOOKBACK_MS + 1,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(long.validate(), Err(EndpointConfigError::GateLookback));
+        assert!(SpeechGate::new(&long).is_err());
+        let negative = EndpointConfig {
+            gate_margin_db: -1.0,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(negative.validate(), Err(EndpointConfigError::Levels));
     }
 }

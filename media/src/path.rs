@@ -8,10 +8,11 @@ use base64::Engine;
 
 use crate::endpoint::{
     BargeIn, BargeInDetector, EndpointConfig, EndpointConfigError, EndpointEvent, Endpointer,
+    SpeechGate,
 };
 use crate::frame::{InboundFramer, OutboundChunker, SampleTime, UlawFrame};
 use crate::resample::{ResampleError, StreamResampler};
-use crate::vad::{EarshotVad, TelephoneVad, VadError, VoiceActivityDetector};
+use crate::vad::{EarshotVad, GateStats, TelephoneVad, VadError, VoiceActivityDetector};
 use crate::{FRAME_SAMPLES, TELEPHONE_RATE_HZ};
 
 /// Largest decoded `media` payload accepted: one second of audio. Twilio
@@ -109,14 +110,16 @@ impl InboundPath<EarshotVad> {
 }
 
 impl<V: VoiceActivityDetector> InboundPath<V> {
-    /// A path around any detector.
+    /// A path around any detector. The speech gate (which frames may skip
+    /// resampling and scoring) comes from the same `config`.
     pub fn with_detector(detector: V, config: EndpointConfig) -> Result<Self, PathError> {
         let barge_in = BargeInDetector::new(&config).map_err(PathError::Config)?;
+        let gate = SpeechGate::new(&config).map_err(PathError::Config)?;
         let endpointer = Endpointer::new(config).map_err(PathError::Config)?;
         Ok(Self {
             payload: Box::new([0; MAX_PAYLOAD_BYTES]),
             framer: InboundFramer::new(),
-            vad: TelephoneVad::new(detector).map_err(PathError::Vad)?,
+            vad: TelephoneVad::with_gate(detector, gate).map_err(PathError::Vad)?,
             endpointer,
             barge_in,
             agent_speaking: false,
@@ -139,6 +142,18 @@ impl<V: VoiceActivityDetector> InboundPath<V> {
     /// Whether the caller is mid-utterance.
     pub fn caller_speaking(&self) -> bool {
         self.endpointer.is_speaking()
+    }
+
+    /// Whether the VAD is running for the next frame (the speech gate is
+    /// open): for metrics.
+    pub fn gate_open(&self) -> bool {
+        self.vad.gate_open()
+    }
+
+    /// How many frames were scored and skipped, and how often the gate
+    /// opened, since the path was built.
+    pub fn gate_stats(&self) -> GateStats {
+        self.vad.gate_stats()
     }
 
     /// Feeds one Twilio `media` event: its base64 `payload` and, when
@@ -300,6 +315,7 @@ fn emit(encoded: &mut String, frames: &[UlawFrame], on_payload: &mut impl FnMut(
 mod tests {
     use super::*;
     use crate::vad::EnergyVad;
+    use crate::FRAME_SAMPLES;
 
     fn silence_payload(samples: usize) -> String {
         BASE64.encode(vec![crate::g711::ULAW_SILENCE; samples])
@@ -389,5 +405,120 @@ mod tests {
         path.push_pcm(&tone[..1_000], |_, n| none += n);
         assert!(path.discard() > 0 || none > 0);
         assert_eq!(path.pending_samples(), 0);
+    }
+
+    /// A fixture's mu-law codes.
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/audio")
+            .join(format!("{name}.wav"));
+        crate::wav::read_ulaw(&path).expect("fixture")
+    }
+
+    /// What a whole call produced: utterances, barge-ins (the agent talks
+    /// throughout) and the gate's counters.
+    fn call(
+        codes: &[u8],
+        gate: bool,
+    ) -> (Vec<crate::endpoint::Utterance>, Vec<BargeIn>, GateStats) {
+        let config = EndpointConfig {
+            gate_enabled: gate,
+            ..EndpointConfig::default()
+        };
+        let mut path = InboundPath::new(config).expect("path");
+        path.set_agent_speaking(true);
+        let (mut utterances, mut barge_ins) = (Vec::new(), Vec::new());
+        for (k, chunk) in codes.chunks(FRAME_SAMPLES).enumerate() {
+            path.push_media(Some(20 * k as u64), &BASE64.encode(chunk), |e| match e {
+                InboundEvent::Endpoint(EndpointEvent::SpeechEnded(u)) => utterances.push(u),
+                InboundEvent::Endpoint(EndpointEvent::NoiseBurst { .. }) => {
+                    panic!("noise burst")
+                }
+                InboundEvent::BargeIn(b) => barge_ins.push(b),
+                _ => {}
+            })
+            .expect("valid payload");
+        }
+        (utterances, barge_ins, path.gate_stats())
+    }
+
+    /// Every speech fixture after 5 more seconds of its line (digital
+    /// silence, or the `line_noise` fixture under everything): the gate
+    /// closes, the detector is skipped for seconds, and the utterance it
+    /// reopens on is endpointed as without the gate.
+    #[test]
+    fn the_gate_skips_the_quiet_line_and_finds_the_same_utterances() {
+        let noise: Vec<i16> = fixture("line_noise")
+            .iter()
+            .map(|&c| crate::g711::ulaw_to_linear(c))
+            .collect();
+        let clips = [
+            "backchannel_mhm",
+            "backchannel_okay",
+            "backchannel_yeah",
+            "greeting_reply",
+            "interruption",
+            "long_answer",
+            "question",
+        ];
+        for name in clips {
+            for noisy in [false, true] {
+                let mut pcm = vec![0i16; 40_000];
+                pcm.extend(
+                    fixture(name)
+                        .iter()
+                        .map(|&c| crate::g711::ulaw_to_linear(c)),
+                );
+                if noisy {
+                    for (s, n) in pcm.iter_mut().zip(noise.iter().cycle()) {
+                        *s = s.saturating_add(*n);
+                    }
+                }
+                let codes: Vec<u8> = pcm
+                    .iter()
+                    .map(|&s| crate::g711::linear_to_ulaw(s))
+                    .collect();
+                let label = format!("{name}, noisy {noisy}");
+                let (off, off_barge, _) = call(&codes, false);
+                let (on, on_barge, stats) = call(&codes, true);
+                assert!(
+                    stats.skipped > 180 && stats.openings >= 1,
+                    "{label}: {stats:?}"
+                );
+                assert_eq!(off.len(), 1, "{label}: {off:?}");
+                assert_eq!(on.len(), 1, "{label}: {on:?}");
+                let (a, b) = (off[0], on[0]);
+                assert!(a.start.abs_diff(b.start) <= 128, "{label}: {a:?} {b:?}");
+                assert!(a.end.abs_diff(b.end) <= 128, "{label}: {a:?} {b:?}");
+                assert_eq!(a.is_short, b.is_short, "{label}");
+                // The end is decided within 80 ms of the ungated decision.
+                assert!(
+                    a.decided_at.abs_diff(b.decided_at) <= 640,
+                    "{label}: {a:?} {b:?}"
+                );
+                // Barge-in needs an unbroken run scoring 0.8: where earshot
+                // hovers around that in noise, its state after a long skip
+                // (the one it had when the gate closed, not the one it would
+                // have drifted to) can move the decision by a few hundred
+                // ms either way. Held to the promptness budget of
+                // `fixtures_vad.rs`.
+                assert_eq!(off_barge.len(), on_barge.len(), "{label}");
+                for (x, y) in off_barge.iter().zip(&on_barge) {
+                    assert!(
+                        x.decided_at.abs_diff(y.decided_at) <= 4_000,
+                        "{label}: {x:?} {y:?}"
+                    );
+                }
+            }
+        }
+        // Silence, then the line starting to hiss: nothing. (earshot scores
+        // such hiss up to 0.59 after seconds of digital silence, more after
+        // less: the gate's 2 s warm-up keeps its frozen state a settled one.)
+        let mut codes = vec![crate::g711::ULAW_SILENCE; 40_000];
+        codes.extend(fixture("line_noise"));
+        codes.extend(fixture("silence"));
+        let (on, barge, stats) = call(&codes, true);
+        assert!(on.is_empty() && barge.is_empty(), "{on:?} {barge:?}");
+        assert!(stats.skipped > 300, "{stats:?}");
     }
 }

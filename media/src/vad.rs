@@ -13,9 +13,14 @@
 //! (the filter's warm-up) so that frame `k` covers exactly the ORIGINAL 8 kHz
 //! samples `[origin + 128k, origin + 128(k+1))`.
 //!
+//! [`TelephoneVad`] also skips resampling and scoring on frames its
+//! [`SpeechGate`] calls noise (see its docs): frames are still reported, with
+//! probability 0, so the endpointer sees every frame.
+//!
 //! Nothing here allocates after construction: frames are cut into a buffer
 //! owned by the adapter and handed to a callback.
 
+use crate::endpoint::{SpeechGate, MAX_GATE_LOOKBACK_MS};
 use crate::frame::SampleTime;
 use crate::g711::decode_ulaw_into;
 use crate::resample::{ResampleError, StreamResampler};
@@ -299,7 +304,7 @@ pub fn level_dbfs(frame: &[i16]) -> f32 {
     if frame.is_empty() {
         return -100.0;
     }
-    let energy: i64 = frame.iter().map(|&s| i64::from(s) * i64::from(s)).sum();
+    let energy = sum_squares(frame);
     let mean_square = energy as f64 / frame.len() as f64 / (32_768.0 * 32_768.0);
     (10.0 * mean_square.max(1e-10).log10()) as f32
 }
@@ -324,6 +329,9 @@ pub struct VadStream<V> {
     origin: SampleTime,
     /// Frames scored since the origin.
     frames: u64,
+    /// Whether to measure each frame's level (off in [`TelephoneVad`],
+    /// which measures it on the original 8 kHz samples).
+    measure_levels: bool,
 }
 
 impl<V: VoiceActivityDetector> VadStream<V> {
@@ -360,6 +368,7 @@ impl<V: VoiceActivityDetector> VadStream<V> {
             skip: lead_in,
             origin: 0,
             frames: 0,
+            measure_levels: true,
         })
     }
 
@@ -401,7 +410,11 @@ impl<V: VoiceActivityDetector> VadStream<V> {
                 let probability = self.vad.speech_probability(&self.frame);
                 on_frame(VadFrame {
                     probability,
-                    level_dbfs: level_dbfs(&self.frame),
+                    level_dbfs: if self.measure_levels {
+                        level_dbfs(&self.frame)
+                    } else {
+                        -100.0
+                    },
                     start,
                     end,
                     ready_at: end + lead_in_8k,
@@ -415,17 +428,69 @@ impl<V: VoiceActivityDetector> VadStream<V> {
     /// re-arms the lead-in.
     pub fn reset(&mut self, origin: SampleTime) {
         self.vad.reset();
+        self.restart(origin, 0);
+    }
+
+    /// Restarts the framing (not the detector) for a stream whose first
+    /// original sample has stream time `origin - extra`: the lead-in and
+    /// `extra` 8 kHz samples after it are dropped, so the first frame starts
+    /// at `origin`.
+    fn restart(&mut self, origin: SampleTime, extra: usize) {
         self.filled = 0;
-        self.skip = self.lead_in;
+        self.skip = self.lead_in + extra * self.ratio;
         self.origin = origin;
         self.frames = 0;
     }
+}
+
+/// The 8 kHz history a [`TelephoneVad`] keeps, in samples (256 ms): the
+/// longest look-back it replays ([`MAX_GATE_LOOKBACK_MS`]) plus the chunk
+/// alignment before it and the frame, delay and chunk after it.
+const HISTORY_SAMPLES: usize = 2_048;
+
+// The look-back (8 samples per ms), a chunk of alignment before it, and the
+// frame, the delay and a chunk after it fit in the history.
+const _: () = assert!(HISTORY_SAMPLES >= MAX_GATE_LOOKBACK_MS as usize * 8 + 4 * FRAME_SAMPLES);
+
+/// How often a [`TelephoneVad`] ran its detector, since construction or the
+/// last reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GateStats {
+    /// Frames the detector scored.
+    pub scored: u64,
+    /// Frames reported with probability 0 because the gate was closed.
+    pub skipped: u64,
+    /// Times the gate opened (each replays the look-back).
+    pub openings: u64,
 }
 
 /// The whole inbound detection path for 8 kHz telephone audio: 8 → 16 kHz
 /// resampling, then [`VadStream`] with the resampler's delay as lead-in, so
 /// frame stamps are in the caller's original stream time. Accepts linear
 /// PCM or mu-law in chunks of any size, without allocating.
+///
+/// # The speech gate
+///
+/// A [`SpeechGate`] decides frame by frame whether the detector must run
+/// (see [`crate::endpoint`]). While it is closed, resampling and scoring
+/// stop: each frame is reported with probability 0 and its level, at the
+/// same time (`ready_at`) and with the same stamps it would have had. A
+/// fixed 8 kHz history (256 ms) keeps the recent input. When a frame opens
+/// the gate, the detector catches up before scoring it:
+///
+/// - if the history still holds everything since the resampler stopped (a
+///   closure under about 200 ms), the resampler and the detector simply go
+///   on from there, and compute exactly what they would have had they never
+///   stopped;
+/// - otherwise the resampler restarts `gate_lookback_ms` (plus its 10 ms
+///   half-width, whose output the restart spoils) before the frame, and the
+///   frames in between are scored to refill the detector's 48 ms window.
+///   The detector itself is not reset: it keeps the recurrent state it had
+///   when the gate closed, a settled state of the same line.
+///
+/// Frames scored only to catch up are not reported: every frame is
+/// reported exactly once, in order, scored or not. Levels are always those
+/// of the frame's original 8 kHz samples.
 #[derive(Debug)]
 pub struct TelephoneVad<V> {
     /// 8 → 16 kHz.
@@ -436,23 +501,53 @@ pub struct TelephoneVad<V> {
     wide: Vec<i16>,
     /// Stream time of the first sample pushed since the last reset.
     origin: SampleTime,
+    /// Samples pushed since the last reset.
+    pushed: u64,
+    /// The last [`HISTORY_SAMPLES`] samples pushed; sample `origin + i` is
+    /// at `i % HISTORY_SAMPLES`.
+    history: Box<[i16; HISTORY_SAMPLES]>,
+    /// Stream time of the resampler's first input since it was last reset.
+    fed_from: SampleTime,
+    /// Whether the resampler and the detector are running (gate open).
+    running: bool,
+    /// Start of the next frame to report.
+    next_start: SampleTime,
+    /// Which frames may skip the detector.
+    gate: SpeechGate,
+    /// Counters.
+    stats: GateStats,
 }
 
 impl<V: VoiceActivityDetector> TelephoneVad<V> {
     /// Builds the path around `vad`, whose rate must be one the resampler
     /// reaches from 8 kHz and a multiple of it (16 kHz for earshot; 24 or
-    /// 48 kHz also work).
+    /// 48 kHz also work), with the speech gate of the default
+    /// [`EndpointConfig`](crate::endpoint::EndpointConfig) (enabled).
     pub fn new(vad: V) -> Result<Self, VadError> {
+        Self::with_gate(vad, SpeechGate::default())
+    }
+
+    /// [`new`](Self::new) with this gate (built from the endpointer's
+    /// configuration, so that it never closes during an utterance).
+    pub fn with_gate(vad: V, gate: SpeechGate) -> Result<Self, VadError> {
         let resampler = StreamResampler::new(TELEPHONE_RATE_HZ, vad.sample_rate_hz())
             .map_err(VadError::Resampler)?;
         let lead_in = resampler.delay_samples();
         let wide = vec![0; resampler.chunk_output_samples()];
-        let stream = VadStream::new(vad, lead_in)?;
+        let mut stream = VadStream::new(vad, lead_in)?;
+        stream.measure_levels = false;
         Ok(Self {
             resampler,
             stream,
             wide,
             origin: 0,
+            pushed: 0,
+            history: Box::new([0; HISTORY_SAMPLES]),
+            fed_from: 0,
+            running: true,
+            next_start: 0,
+            gate,
+            stats: GateStats::default(),
         })
     }
 
@@ -463,7 +558,7 @@ impl<V: VoiceActivityDetector> TelephoneVad<V> {
 
     /// Stream time just after the last sample pushed.
     pub fn now(&self) -> SampleTime {
-        self.origin + self.resampler.input_consumed()
+        self.origin + self.pushed
     }
 
     /// The added delay between a sample arriving and the frame that holds it
@@ -472,33 +567,45 @@ impl<V: VoiceActivityDetector> TelephoneVad<V> {
         self.resampler.delay_input_samples() as SampleTime
     }
 
-    /// Feeds 8 kHz linear PCM; calls `on_frame` for every frame scored.
+    /// Whether the detector is running (the gate is open) for the next frame.
+    pub fn gate_open(&self) -> bool {
+        self.running
+    }
+
+    /// The speech gate.
+    pub fn gate(&self) -> &SpeechGate {
+        &self.gate
+    }
+
+    /// How often the detector ran, since construction or the last reset.
+    pub fn gate_stats(&self) -> GateStats {
+        self.stats
+    }
+
+    /// Feeds 8 kHz linear PCM; calls `on_frame` for every frame, scored or
+    /// skipped, in order.
     pub fn push_pcm(&mut self, pcm: &[i16], mut on_frame: impl FnMut(VadFrame)) {
+        let chunk = self.resampler.chunk_input_samples() as u64;
         let mut rest = pcm;
         while !rest.is_empty() {
             // Stop at each chunk boundary, so `ready_at` is exact.
-            let room = self.resampler.chunk_input_samples() - self.resampler.pending_input();
-            let take = room.min(rest.len());
-            let (head, tail) = rest.split_at(take);
+            let room = (chunk - self.pushed % chunk) as usize;
+            let (head, tail) = rest.split_at(room.min(rest.len()));
             rest = tail;
-            // `wide` holds one chunk and `head` completes at most one, so
-            // this cannot fail; if it somehow did, the audio is dropped
-            // rather than panicking on the media path.
-            let n = self
-                .resampler
-                .process(head, &mut self.wide)
-                .unwrap_or_default();
-            if n > 0 {
-                let now = self.origin + self.resampler.input_consumed();
-                self.stream.push(&self.wide[..n], |mut f| {
-                    f.ready_at = now;
-                    on_frame(f);
-                });
+            self.remember(head);
+            if self.running {
+                self.feed(head, &mut on_frame);
+                if !self.gate.holds_open(self.next_start) {
+                    self.running = false;
+                }
+            } else if self.pushed % chunk == 0 {
+                self.skip_or_open(&mut on_frame);
             }
         }
     }
 
-    /// Feeds 8 kHz mu-law; calls `on_frame` for every frame scored.
+    /// Feeds 8 kHz mu-law; calls `on_frame` for every frame, scored or
+    /// skipped, in order.
     pub fn push_ulaw(&mut self, codes: &[u8], mut on_frame: impl FnMut(VadFrame)) {
         let mut pcm = [0i16; FRAME_SAMPLES];
         for chunk in codes.chunks(FRAME_SAMPLES) {
@@ -508,12 +615,167 @@ impl<V: VoiceActivityDetector> TelephoneVad<V> {
     }
 
     /// Starts over at stream time `origin` (the time of the next sample to be
-    /// pushed): clears the resampler and the detector.
+    /// pushed): clears the resampler, the detector, the history and the gate.
     pub fn reset(&mut self, origin: SampleTime) {
         self.resampler.reset();
         self.stream.reset(origin);
         self.origin = origin;
+        self.pushed = 0;
+        self.history.fill(0);
+        self.fed_from = origin;
+        self.running = true;
+        self.next_start = origin;
+        self.gate.reset(origin);
+        self.stats = GateStats::default();
     }
+
+    /// Appends `pcm` (at most one chunk) to the history.
+    fn remember(&mut self, pcm: &[i16]) {
+        let at = (self.pushed % HISTORY_SAMPLES as u64) as usize;
+        let first = pcm.len().min(HISTORY_SAMPLES - at);
+        self.history[at..at + first].copy_from_slice(&pcm[..first]);
+        self.history[..pcm.len() - first].copy_from_slice(&pcm[first..]);
+        self.pushed += pcm.len() as u64;
+    }
+
+    /// Resamples and scores `pcm` (the samples just before `now()`), and
+    /// reports the frames it completes from `next_start` on.
+    fn feed(&mut self, pcm: &[i16], on_frame: &mut impl FnMut(VadFrame)) {
+        // `wide` holds one chunk and `pcm` completes at most one, so this
+        // cannot fail; if it somehow did, the audio is dropped rather than
+        // panicking on the media path.
+        let n = self
+            .resampler
+            .process(pcm, &mut self.wide)
+            .unwrap_or_default();
+        if n == 0 {
+            return;
+        }
+        let now = self.fed_from + self.resampler.input_consumed();
+        let Self {
+            stream,
+            wide,
+            origin,
+            history,
+            next_start,
+            gate,
+            stats,
+            ..
+        } = self;
+        stream.push(&wide[..n], |mut f| {
+            // Frames before `next_start` were reported already: this is the
+            // replayed look-back, scored only for the detector's context.
+            if f.start < *next_start {
+                return;
+            }
+            f.ready_at = now;
+            f.level_dbfs = history_level(&history[..], *origin, f.start, f.end);
+            gate.observe(&f);
+            *next_start = f.end;
+            stats.scored += 1;
+            on_frame(f);
+        });
+    }
+
+    /// At a chunk boundary with the gate closed: reports every frame whose
+    /// time has come (its end plus the resampler delay, as if it had been
+    /// scored) with probability 0, until one opens the gate.
+    fn skip_or_open(&mut self, on_frame: &mut impl FnMut(VadFrame)) {
+        let now = self.now();
+        let span = self.stream.frame_span();
+        let delay = self.delay_samples();
+        while self.next_start + span + delay <= now {
+            let start = self.next_start;
+            let end = start + span;
+            let level_dbfs = history_level(&self.history[..], self.origin, start, end);
+            if self.gate.must_score(start, level_dbfs) {
+                self.open(on_frame);
+                return;
+            }
+            let frame = VadFrame {
+                probability: 0.0,
+                level_dbfs,
+                start,
+                end,
+                ready_at: now,
+            };
+            self.gate.observe(&frame);
+            self.next_start = end;
+            self.stats.skipped += 1;
+            on_frame(frame);
+        }
+    }
+
+    /// Opens the gate at `next_start` and catches the detector up to `now()`
+    /// (a chunk boundary), reporting the frames from `next_start` on whose
+    /// time has come. If the history still holds everything since the
+    /// resampler last ran, it simply goes on from there: exactly what it
+    /// would have computed had it never stopped. Otherwise it restarts the
+    /// resampler on the look-back before `next_start` (the first frame it
+    /// scores starts a filter half-width after the restart, clear of the
+    /// restart's transient) and replays it.
+    fn open(&mut self, on_frame: &mut impl FnMut(VadFrame)) {
+        let chunk = self.resampler.chunk_input_samples() as u64;
+        let pushed = self.pushed;
+        let oldest = pushed
+            .saturating_sub(HISTORY_SAMPLES as u64)
+            .div_ceil(chunk)
+            * chunk;
+        let fed = self.fed_from + self.resampler.input_consumed() - self.origin;
+        let from = if fed >= oldest {
+            fed
+        } else {
+            let span = self.stream.frame_span();
+            let delay = self.delay_samples();
+            let next = self.next_start - self.origin;
+            let wanted = next.saturating_sub(self.gate.lookback() + delay);
+            let from = (wanted / chunk * chunk).max(oldest);
+            let first = if from == 0 {
+                0
+            } else {
+                ((from + delay).div_ceil(span) * span).min(next)
+            };
+            self.resampler.reset();
+            self.stream
+                .restart(self.origin + first, (first - from) as usize);
+            self.fed_from = self.origin + from;
+            from
+        };
+        self.running = true;
+        self.stats.openings += 1;
+        let mut pcm = [0i16; FRAME_SAMPLES];
+        let mut at = from;
+        while at < pushed {
+            let room = chunk - self.resampler.pending_input() as u64;
+            let n = (room.min(pushed - at) as usize).min(FRAME_SAMPLES);
+            for (k, s) in pcm[..n].iter_mut().enumerate() {
+                *s = self.history[((at + k as u64) % HISTORY_SAMPLES as u64) as usize];
+            }
+            self.feed(&pcm[..n], on_frame);
+            at += n as u64;
+        }
+    }
+}
+
+/// Level in dBFS of the original samples `[start, end)` (stream time), read
+/// from a history ring whose sample `origin + i` is at `i % len`; like
+/// [`level_dbfs`].
+fn history_level(history: &[i16], origin: SampleTime, start: SampleTime, end: SampleTime) -> f32 {
+    let len = history.len() as u64;
+    let n = (end - start) as usize;
+    if n == 0 || len == 0 {
+        return -100.0;
+    }
+    let at = ((start - origin) % len) as usize;
+    let first = n.min(history.len() - at);
+    let energy = sum_squares(&history[at..at + first]) + sum_squares(&history[..n - first]);
+    let mean_square = energy as f64 / n as f64 / (32_768.0 * 32_768.0);
+    (10.0 * mean_square.max(1e-10).log10()) as f32
+}
+
+/// Sum of squared samples.
+fn sum_squares(pcm: &[i16]) -> i64 {
+    pcm.iter().map(|&s| i64::from(s) * i64::from(s)).sum()
 }
 
 #[cfg(test)]
@@ -643,5 +905,131 @@ mod tests {
         assert!(vad.speech_probability(&loud) > 0.95);
         vad.reset();
         assert!(vad.speech_probability(&[0; 256]) < 0.01);
+    }
+
+    /// [`MeanAbs`] plus a trace of how many frames it has scored, so that
+    /// any frame skipped or scored twice shows in every later score.
+    struct Counting(u32);
+
+    impl VoiceActivityDetector for Counting {
+        fn sample_rate_hz(&self) -> u32 {
+            16_000
+        }
+        fn frame_samples(&self) -> usize {
+            256
+        }
+        fn speech_probability(&mut self, frame: &[i16]) -> f32 {
+            self.0 += 1;
+            MeanAbs.speech_probability(frame) + self.0 as f32 * 1e-6
+        }
+        fn reset(&mut self) {
+            self.0 = 0;
+        }
+    }
+
+    /// 8 s of digital silence with 100 ms tone bursts: at 2.1 s, just after
+    /// the gate closed at the end of its 2 s warm-up; at 2.9 s, just after it
+    /// closed again 600 ms after the first (two short closures); at 6.5 s,
+    /// after a long closure.
+    fn bursts() -> Vec<i16> {
+        let mut audio = vec![0i16; 64_000];
+        for at in [16_800, 23_200, 52_000] {
+            audio[at..at + 800].copy_from_slice(&tone(8_000, 700.0, 6_000.0, 800));
+        }
+        audio
+    }
+
+    fn run<V: VoiceActivityDetector>(
+        vad: V,
+        gate: bool,
+        audio: &[i16],
+        piece: usize,
+    ) -> (Vec<VadFrame>, GateStats) {
+        let config = crate::endpoint::EndpointConfig {
+            gate_enabled: gate,
+            ..Default::default()
+        };
+        let gate = SpeechGate::new(&config).expect("valid");
+        let mut tv = TelephoneVad::with_gate(vad, gate).expect("16 kHz");
+        let mut frames = Vec::new();
+        for chunk in audio.chunks(piece) {
+            tv.push_pcm(chunk, |f| frames.push(f));
+        }
+        (frames, tv.gate_stats())
+    }
+
+    #[test]
+    fn the_gate_reports_every_frame_when_and_as_it_would_have_been() {
+        let audio = bursts();
+        for piece in [160, 37, 1_000] {
+            let (all, ungated) = run(MeanAbs, false, &audio, piece);
+            let (gated, stats) = run(MeanAbs, true, &audio, piece);
+            assert_eq!(ungated.skipped, 0);
+            assert!(stats.skipped > 150, "{stats:?}");
+            assert_eq!(stats.openings, 3, "{stats:?}");
+            assert_eq!(all.len(), gated.len());
+            assert_eq!(stats.scored + stats.skipped, all.len() as u64);
+            for (a, g) in all.iter().zip(&gated) {
+                assert_eq!((a.start, a.end, a.ready_at), (g.start, g.end, g.ready_at));
+                assert_eq!(a.level_dbfs, g.level_dbfs);
+                if g.probability == 0.0 {
+                    // Skipped frames are the quiet ones.
+                    assert!(a.probability < 1.0, "{a:?}");
+                } else {
+                    // After a restart the resampler's output differs from the
+                    // uninterrupted one only by FFT rounding.
+                    assert!((a.probability - g.probability).abs() < 1.0, "{a:?} {g:?}");
+                }
+            }
+            // Every loud frame was scored.
+            for g in gated.iter().filter(|g| g.level_dbfs > -50.0) {
+                assert!(g.probability > 100.0, "{g:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn after_a_short_closure_the_detector_goes_on_exactly() {
+        let audio = bursts();
+        let (all, _) = run(Counting(0), false, &audio, 160);
+        let (gated, _) = run(Counting(0), true, &audio, 160);
+        // Up to the long closure before 6.5 s, the detector saw exactly the
+        // frames it would have seen without the gate: equal scores.
+        let mut compared = 0;
+        for (a, g) in all.iter().zip(&gated).take_while(|(a, _)| a.start < 50_000) {
+            if g.probability != 0.0 {
+                assert_eq!(a.probability, g.probability, "{a:?} {g:?}");
+                compared += 1;
+            }
+        }
+        assert!(compared > 200, "{compared}");
+        // After the long one it resumed from the look-back, with fewer
+        // frames behind it.
+        let last = gated
+            .iter()
+            .rev()
+            .find(|g| g.probability != 0.0)
+            .expect("scored");
+        let same = all.iter().find(|a| a.start == last.start).expect("frame");
+        assert!(same.probability > last.probability);
+    }
+
+    #[test]
+    fn reset_restarts_the_gate_too() {
+        let mut tv = TelephoneVad::new(MeanAbs).expect("16 kHz");
+        let silence = vec![0i16; 32_000];
+        tv.push_pcm(&silence, |_| {});
+        assert!(!tv.gate_open());
+        assert!(tv.gate_stats().skipped > 0);
+        tv.reset(100_000);
+        assert!(tv.gate_open());
+        assert_eq!(tv.gate_stats(), GateStats::default());
+        let mut frames = Vec::new();
+        tv.push_pcm(&silence[..1_600], |f| frames.push(f));
+        assert_eq!(frames[0].start, 100_000);
+        assert!(frames
+            .iter()
+            .all(|f| f.probability == 0.0 && f.level_dbfs == -100.0));
+        assert_eq!(tv.now(), 101_600);
     }
 }
