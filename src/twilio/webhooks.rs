@@ -148,6 +148,36 @@ async fn route_and_byok(
     Ok((route, byok))
 }
 
+/// A call webhook whose signature checked out, with its dialed number
+/// (E.164 and redacted for logs) and that number's route.
+struct SignedCall {
+    request: TwilioRequest,
+    number: Option<String>,
+    shown: String,
+    route: Option<NumberRoute>,
+}
+
+/// Parses a call webhook, finds the dialed number's tenant, and checks the
+/// signature with the right account's token (the tenant's own for BYOK).
+async fn signed_call(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<SignedCall, WebhookError> {
+    let request = TwilioRequest::parse(&state.settings, method, uri, headers, body)?;
+    let (number, shown) = dialed(&request);
+    let (route, byok) = route_and_byok(state, &request, number.as_deref()).await?;
+    request.authenticate(state, byok).await?;
+    Ok(SignedCall {
+        request,
+        number,
+        shown,
+        route,
+    })
+}
+
 async fn voice(
     State(state): State<AppState>,
     method: Method,
@@ -156,10 +186,12 @@ async fn voice(
     body: Bytes,
 ) -> Result<Response, WebhookError> {
     let now = Utc::now();
-    let request = TwilioRequest::parse(&state.settings, &method, &uri, &headers, body)?;
-    let (number, shown) = dialed(&request);
-    let (route, byok) = route_and_byok(&state, &request, number.as_deref()).await?;
-    request.authenticate(&state, byok).await?;
+    let SignedCall {
+        request,
+        number,
+        shown,
+        route,
+    } = signed_call(&state, &method, &uri, &headers, body).await?;
 
     let call_sid = request.field("CallSid").unwrap_or_default();
     if call_sid.is_empty()
@@ -321,10 +353,12 @@ async fn call_status(
     body: Bytes,
 ) -> Result<Response, WebhookError> {
     let now = Utc::now();
-    let request = TwilioRequest::parse(&state.settings, &method, &uri, &headers, body)?;
-    let (number, shown) = dialed(&request);
-    let (route, byok) = route_and_byok(&state, &request, number.as_deref()).await?;
-    request.authenticate(&state, byok).await?;
+    let SignedCall {
+        request,
+        number: _,
+        shown,
+        route,
+    } = signed_call(&state, &method, &uri, &headers, body).await?;
 
     let (Some(call_sid), Some(route)) = (request.field("CallSid"), route) else {
         tracing::warn!(call_sid = request.field("CallSid").unwrap_or("-"), to = %shown,
