@@ -29,12 +29,15 @@ pub fn normalize_e164(text: &str) -> Result<String, String> {
     Ok(format!("+{digits}"))
 }
 
-/// A caller number for logs: country code and last two digits only.
+/// A caller number for logs: country code and last two digits only. Safe
+/// on any input (non-ASCII included).
 pub fn redact(e164: &str) -> String {
-    if e164.len() <= 5 {
+    let chars: Vec<char> = e164.chars().collect();
+    if chars.len() <= 5 {
         return "+***".to_string();
     }
-    let (head, tail) = (&e164[..2], &e164[e164.len() - 2..]);
+    let head: String = chars[..2].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
     format!("{head}…{tail}")
 }
 
@@ -53,5 +56,7 @@ mod tests {
         assert!(normalize_e164("+1800abc").is_err());
         assert!(normalize_e164("+123").is_err());
         assert_eq!(redact("+18005551212"), "+1…12");
+        assert_eq!(redact("ñññññññ"), "ññ…ññ");
+        assert_eq!(redact("+1"), "+***");
     }
 }
