@@ -43,6 +43,10 @@ pub struct LoadReport {
     pub underruns: usize,
     /// Off-spec frames seen.
     pub off_spec: usize,
+    /// Per call, the simulator's worst tick lateness, ms.
+    pub tick_lateness_ms: Vec<f64>,
+    /// Underruns on calls whose simulator ticks stayed within 20 ms.
+    pub underruns_on_punctual_calls: usize,
     /// Server CPU seconds used during the run.
     pub server_cpu_secs: Option<f64>,
     /// Server resident memory before and at the end (bytes).
@@ -139,7 +143,12 @@ fn absorb(report: &mut LoadReport, call: CallReport) {
                 .push((first.as_secs_f64() - t.caller_end.as_secs_f64()) * 1_000.0);
         }
     }
-    report.underruns += call.frame_lateness_ms.iter().filter(|l| **l > 0.0).count();
+    let underruns = call.frame_lateness_ms.iter().filter(|l| **l > 0.0).count();
+    report.underruns += underruns;
+    if call.max_tick_lateness_ms <= 20.0 {
+        report.underruns_on_punctual_calls += underruns;
+    }
+    report.tick_lateness_ms.push(call.max_tick_lateness_ms);
     report.lateness_ms.extend(call.frame_lateness_ms);
 }
 
@@ -178,6 +187,12 @@ pub fn render(report: &LoadReport) -> String {
         report.lateness_ms.len(),
         report.underruns,
         report.off_spec
+    ));
+    out.push_str(&format!(
+        "simulator tick lateness (worst per call): p50 {} ms, p99 {} ms; underruns on calls whose ticks stayed within 20 ms: {}\n",
+        pct(&report.tick_lateness_ms, 50.0),
+        pct(&report.tick_lateness_ms, 99.0),
+        report.underruns_on_punctual_calls
     ));
     if let Some(cpu) = report.server_cpu_secs {
         out.push_str(&format!(

@@ -107,6 +107,10 @@ pub struct CallReport {
     pub close_code: Option<u16>,
     /// Malformed messages sent (fuzz).
     pub fuzz_sent: usize,
+    /// How late the simulator's own 20 ms ticks ran, worst case, ms: when
+    /// this is large, lateness measured on this call says more about the
+    /// simulator's machine than about the server.
+    pub max_tick_lateness_ms: f64,
     /// Per agent `media` message: how late it came, in ms, if Twilio's
     /// buffer had run dry mid-answer (0 when audio was still queued). An
     /// answer's first message after a real pause is not counted.
@@ -452,7 +456,9 @@ async fn run_stream(
                     Some(Err(_)) | None => return,
                 }
             }
-            _ = ticker.tick() => {
+            scheduled = ticker.tick() => {
+                let late = Instant::now().saturating_duration_since(scheduled).as_secs_f64() * 1_000.0;
+                report.max_tick_lateness_ms = report.max_tick_lateness_ms.max(late);
                 let elapsed = epoch.elapsed();
                 let was_playing = playout.is_playing();
                 let echoed = playout.play(160);
