@@ -198,7 +198,14 @@ pub async fn run(
     let mut attempt = 0;
     let (config, call_id) = loop {
         attempt += 1;
-        match load_call(&ctx.platform, customer_id, &start.call_sid).await {
+        match load_call(
+            &ctx.platform,
+            customer_id,
+            &start.call_sid,
+            &start.stream_sid,
+        )
+        .await
+        {
             Ok(found) => break found,
             Err(LoadError::Busy(reason)) if attempt < 4 => {
                 tracing::warn!(%reason, attempt, "call setup: database busy; retrying");
@@ -293,6 +300,7 @@ async fn load_call(
     platform: &Platform,
     customer_id: CustomerId,
     call_sid: &str,
+    stream_sid: &str,
 ) -> Result<(SessionConfig, uuid::Uuid), LoadError> {
     let mut tx = platform.db().tenant(customer_id).await?;
     let customer = repo::customers::get(&mut tx).await?;
@@ -306,6 +314,7 @@ async fn load_call(
         )));
     }
     repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None).await?;
+    repo::calls::record_stream(&mut tx, call_sid, stream_sid).await?;
     tx.commit().await?;
     let config = SessionConfig {
         greeting: customer.greeting,
@@ -350,6 +359,9 @@ async fn converse(
     let mut turns: HashMap<u32, CancellationToken> = HashMap::new();
     let mut endpoints: Vec<EndpointEvent> = Vec::with_capacity(4);
     let reason;
+    // Why we ended the call ourselves, if we did: more telling than the
+    // `stop` that follows a hang-up or transfer.
+    let mut requested_end: Option<EndReason> = None;
 
     'call: loop {
         // Everything the session wants done, in order.
@@ -388,10 +400,12 @@ async fn converse(
                     tracing::info!(len = arguments.len(), "message taken for the tenant");
                 }
                 Output::Hangup { reason } => {
+                    requested_end = Some(reason);
                     tracing::info!(?reason, "hanging up");
                     ctx.control.hangup(customer_id, &start.call_sid);
                 }
                 Output::Transfer { to } => {
+                    requested_end = Some(EndReason::Transferred);
                     tracing::info!("transferring");
                     ctx.control.transfer(customer_id, &start.call_sid, &to);
                 }
@@ -444,9 +458,43 @@ async fn converse(
     drop(transcript_tx);
     drop(providers);
     let written = writer.await.unwrap_or(0);
+    record_end_reason(
+        &ctx.platform,
+        customer_id,
+        &start.call_sid,
+        requested_end.unwrap_or(reason),
+    )
+    .await;
     tracing::info!(?reason, written, ?dropped, "call ended");
     let _ = outgoing.send(WsOut::Close(1000, "call ended".into())).await;
     reason
+}
+
+/// Writes why the call ended (best effort: the carrier's status callback
+/// records the final status and duration either way).
+async fn record_end_reason(
+    platform: &Platform,
+    customer_id: CustomerId,
+    call_sid: &str,
+    reason: EndReason,
+) {
+    let text = match reason {
+        EndReason::Stopped => "stream_stopped",
+        EndReason::SocketClosed => "socket_closed",
+        EndReason::Silence => "silence",
+        EndReason::MaxDuration => "max_duration",
+        EndReason::AgentHangup => "agent_hangup",
+        EndReason::Transferred => "transferred",
+    };
+    let result = async {
+        let mut tx = platform.db().tenant(customer_id).await?;
+        repo::calls::record_end_reason(&mut tx, call_sid, text).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not record the call's end reason");
+    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

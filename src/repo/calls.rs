@@ -127,3 +127,35 @@ pub async fn list(
         .fetch_all(tx.conn())
         .await?)
 }
+
+/// Records the media stream serving the call; false when the tenant has
+/// no such call.
+pub async fn record_stream(
+    tx: &mut TenantTx,
+    call_sid: &str,
+    stream_sid: &str,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query("UPDATE calls SET stream_sid = $2 WHERE call_sid = $1")
+        .bind(call_sid)
+        .bind(stream_sid)
+        .execute(tx.conn())
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Records why the call ended, unless a reason is already recorded (the
+/// first one written wins, e.g. the session's `transferred` over the
+/// carrier's later `completed`). False when nothing changed.
+pub async fn record_end_reason(
+    tx: &mut TenantTx,
+    call_sid: &str,
+    reason: &str,
+) -> Result<bool, StorageError> {
+    let done =
+        sqlx::query("UPDATE calls SET end_reason = $2 WHERE call_sid = $1 AND end_reason IS NULL")
+            .bind(call_sid)
+            .bind(reason)
+            .execute(tx.conn())
+            .await?;
+    Ok(done.rows_affected() > 0)
+}

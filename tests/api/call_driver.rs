@@ -282,6 +282,12 @@ async fn a_call_greets_hears_the_caller_replies_and_writes_the_transcript() {
     let turns = repo::turns::list(&mut tx, call.call_id)
         .await
         .expect("turns");
+    assert_eq!(
+        call.stream_sid.as_deref(),
+        Some("MZ1"),
+        "the stream is recorded"
+    );
+    assert_eq!(call.end_reason.as_deref(), Some("stream_stopped"));
     let lines: Vec<(String, String)> = turns
         .iter()
         .map(|t| (t.speaker.clone(), t.text.clone()))

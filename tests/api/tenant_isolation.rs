@@ -1062,6 +1062,21 @@ async fn check_repo_writes_at_other(tdb: &TestDb, case: &Case, a: &Tenant, b: &T
         a.shared_call
     );
 
+    let streamed = repo::calls::record_stream(&mut tx, &b.data.own_sid, "MZhijacked")
+        .await
+        .ctx("calls::record_stream")?;
+    prop_assert!(
+        !streamed,
+        "calls::record_stream as {who} reached {them}'s call"
+    );
+    let ended = repo::calls::record_end_reason(&mut tx, &b.data.own_sid, "hijacked")
+        .await
+        .ctx("calls::record_end_reason")?;
+    prop_assert!(
+        !ended,
+        "calls::record_end_reason as {who} reached {them}'s call"
+    );
+
     let revoked = repo::api_keys::revoke(&mut tx, b.key_id)
         .await
         .ctx("api_keys::revoke")?;
@@ -1208,11 +1223,15 @@ async fn check_untouched(tdb: &TestDb, case: &Case, me: &Tenant, other: &Tenant)
             .ctx("calls::get_by_sid")?
             .ok_or_else(|| TestCaseError::fail(format!("{who}'s call {sid} vanished")))?;
         prop_assert!(
-            call.status == "ringing" && call.ended_at.is_none() && call.end_reason.is_none(),
-            "{them} changed {who}'s call {sid}: status {}, ended {:?}, reason {:?}",
+            call.status == "ringing"
+                && call.ended_at.is_none()
+                && call.end_reason.is_none()
+                && call.stream_sid.is_none(),
+            "{them} changed {who}'s call {sid}: status {}, ended {:?}, reason {:?}, stream {:?}",
             call.status,
             call.ended_at,
-            call.end_reason
+            call.end_reason,
+            call.stream_sid
         );
     }
     let key: (Option<chrono::DateTime<Utc>>, Option<chrono::DateTime<Utc>>) =
