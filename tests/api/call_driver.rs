@@ -19,7 +19,7 @@ use switchboard::twilio::call_token::CallTokenKey;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::TestDb;
+use crate::helpers::{call_transcript, TestDb};
 
 const CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
 
@@ -274,14 +274,7 @@ async fn a_call_greets_hears_the_caller_replies_and_writes_the_transcript() {
     );
     assert_eq!(live.len(), 0);
 
-    let mut tx = tdb.db().tenant(customer).await.expect("tx");
-    let call = repo::calls::get_by_sid(&mut tx, CALL_SID)
-        .await
-        .expect("q")
-        .expect("call");
-    let turns = repo::turns::list(&mut tx, call.call_id)
-        .await
-        .expect("turns");
+    let (call, turns) = call_transcript(tdb.db(), customer, CALL_SID).await;
     assert_eq!(
         call.stream_sid.as_deref(),
         Some("MZ1"),
@@ -365,14 +358,7 @@ async fn barge_in_over_the_reply_clears_twilio_and_stops_the_audio() {
         "the rest of the reply was never sent: {}",
         twilio.agent_samples
     );
-    let mut tx = tdb.db().tenant(customer).await.expect("tx");
-    let call = repo::calls::get_by_sid(&mut tx, CALL_SID)
-        .await
-        .expect("q")
-        .expect("call");
-    let turns = repo::turns::list(&mut tx, call.call_id)
-        .await
-        .expect("turns");
+    let (_, turns) = call_transcript(tdb.db(), customer, CALL_SID).await;
     assert!(
         turns.iter().any(|t| t.speaker == "agent" && t.interrupted),
         "an interrupted agent turn is recorded: {turns:?}"

@@ -3,10 +3,10 @@
 //! fake providers over real HTTP and websockets on loopback.
 
 use switchboard::callsim::{self, Answer, CallSpec, Step};
-use switchboard::repo;
 
 use crate::helpers::{
-    spawn_app, tenant_input, TestApp, PUBLIC_URL, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
+    call_transcript, spawn_app, tenant_input, TestApp, PUBLIC_URL, TWILIO_ACCOUNT_SID,
+    TWILIO_AUTH_TOKEN,
 };
 
 fn clip(name: &str) -> Vec<u8> {
@@ -100,26 +100,18 @@ async fn a_call_with_two_turns_and_a_barge_in() {
     assert!(report.marks_echoed > 0);
 
     // The transcript was written as the call went.
-    let mut tx = app
-        .platform
-        .db()
-        .tenant(tenant.customer.customer_id)
-        .await
-        .expect("tx");
-    let call = repo::calls::get_by_sid(&mut tx, &spec.call_sid)
-        .await
-        .expect("q")
-        .expect("call row");
-    let turns = repo::turns::list(&mut tx, call.call_id)
-        .await
-        .expect("turns");
+    let (_, turns) = call_transcript(
+        app.platform.db(),
+        tenant.customer.customer_id,
+        &spec.call_sid,
+    )
+    .await;
     let callers = turns.iter().filter(|t| t.speaker == "caller").count();
     assert!(callers >= 2, "{turns:?}");
     assert!(
         turns.iter().any(|t| t.speaker == "agent" && t.interrupted),
         "{turns:?}"
     );
-    drop(tx);
     app.stop().await.expect("stop");
 }
 
@@ -198,20 +190,9 @@ async fn ten_thousand_malformed_messages_across_twenty_calls_break_nothing() {
         .await
         .expect("healthz");
     assert_eq!(health.status(), 200);
-    let mut tx = app
-        .platform
-        .db()
-        .tenant(tenant.customer.customer_id)
-        .await
-        .expect("tx");
     for sid in clean_sids {
-        let call = repo::calls::get_by_sid(&mut tx, &sid)
-            .await
-            .expect("q")
-            .expect("call row");
-        let turns = repo::turns::list(&mut tx, call.call_id)
-            .await
-            .expect("turns");
+        let (_, turns) =
+            call_transcript(app.platform.db(), tenant.customer.customer_id, &sid).await;
         assert!(
             turns.iter().any(|t| t.speaker == "caller"),
             "{sid}: {turns:?}"
@@ -221,6 +202,5 @@ async fn ten_thousand_malformed_messages_across_twenty_calls_break_nothing() {
             "{sid}: {turns:?}"
         );
     }
-    drop(tx);
     app.stop().await.expect("stop");
 }

@@ -243,3 +243,23 @@ impl TestApp {
         result
     }
 }
+
+/// A call's row and its transcript, read as the tenant (application role).
+pub async fn call_transcript(
+    db: &Db,
+    customer: switchboard::db::CustomerId,
+    call_sid: &str,
+) -> (
+    switchboard::repo::calls::Call,
+    Vec<switchboard::repo::turns::Turn>,
+) {
+    let mut tx = db.tenant(customer).await.expect("tenant transaction");
+    let call = switchboard::repo::calls::get_by_sid(&mut tx, call_sid)
+        .await
+        .expect("call query")
+        .unwrap_or_else(|| panic!("no call row for {call_sid}"));
+    let turns = switchboard::repo::turns::list(&mut tx, call.call_id)
+        .await
+        .expect("transcript query");
+    (call, turns)
+}
