@@ -290,7 +290,12 @@ impl LogBuffer {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        tracing::subscriber::set_default(subscriber)
+        let guard = tracing::subscriber::set_default(subscriber);
+        // A callsite first reached by a test without a subscriber, before any
+        // scoped subscriber existed, caches "never" and can miss the rebuild
+        // that registering this one triggers; rebuild now that it is live.
+        tracing::callsite::rebuild_interest_cache();
+        guard
     }
 
     fn text(&self) -> String {
