@@ -31,6 +31,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod http;
+pub mod metrics;
 pub mod platform;
 pub mod providers;
 pub mod repo;

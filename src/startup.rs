@@ -111,6 +111,7 @@ impl Application {
             ),
             endpoint: EndpointConfig::default(),
             upgrade: UpgradeSignature::Absent,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         };
         let state = AppState {
             platform: runtime.platform.clone(),

@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{self, Inbound, StreamStart};
 use super::registry::{LiveCall, LiveCalls};
 use super::transcript;
-use super::{CallSession, EndReason, Input, Output, SessionConfig};
+use super::{CallSession, EndReason, Input, Output, SessionConfig, Speaker, TurnTimings};
 use crate::db::CustomerId;
+use crate::metrics::{Metrics, Stage};
 use crate::platform::Platform;
-use crate::providers::{ProviderEvent, ProviderFactory};
+use crate::providers::{CallSetup, ProviderEvent, ProviderFactory};
 use crate::repo;
 use crate::twilio::call_token::CallTokenKey;
 
@@ -98,6 +99,8 @@ pub struct CallContext {
     pub endpoint: EndpointConfig,
     /// What the websocket upgrade's `X-Twilio-Signature` showed.
     pub upgrade: UpgradeSignature,
+    /// Per-turn latency and provider failures.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The outcome of checking the websocket upgrade's signature before the
@@ -196,7 +199,7 @@ pub async fn run(
 
     // A busy database gets a few tries: the caller is already on the line.
     let mut attempt = 0;
-    let (config, call_id) = loop {
+    let (config, call_id, setup) = loop {
         attempt += 1;
         match load_call(
             &ctx.platform,
@@ -237,6 +240,7 @@ pub async fn run(
         customer_id,
         call_id,
         config,
+        setup,
         cancel,
         &mut dropped,
     )
@@ -301,7 +305,7 @@ async fn load_call(
     customer_id: CustomerId,
     call_sid: &str,
     stream_sid: &str,
-) -> Result<(SessionConfig, uuid::Uuid), LoadError> {
+) -> Result<(SessionConfig, uuid::Uuid, CallSetup), LoadError> {
     let mut tx = platform.db().tenant(customer_id).await?;
     let customer = repo::customers::get(&mut tx).await?;
     let call = repo::calls::get_by_sid(&mut tx, call_sid)
@@ -316,12 +320,13 @@ async fn load_call(
     repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None).await?;
     repo::calls::record_stream(&mut tx, call_sid, stream_sid).await?;
     tx.commit().await?;
+    let setup = crate::providers::setup::for_call(&customer, call_sid, chrono::Utc::now());
     let config = SessionConfig {
         greeting: customer.greeting,
         transfer_number: customer.transfer_number,
         ..SessionConfig::default()
     };
-    Ok((config, call.call_id))
+    Ok((config, call.call_id, setup))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -333,13 +338,15 @@ async fn converse(
     customer_id: CustomerId,
     call_id: uuid::Uuid,
     config: SessionConfig,
+    setup: CallSetup,
     cancel: CancellationToken,
     dropped: &mut Dropped,
 ) -> EndReason {
     let epoch = Instant::now();
     let now = || Instant::now().saturating_duration_since(epoch);
     let (events_tx, mut events) = mpsc::channel::<ProviderEvent>(256);
-    let mut providers = ctx.providers.for_call(events_tx);
+    let mut providers = ctx.providers.for_call(&setup, events_tx).await;
+    ctx.metrics.call_started();
     let (transcript_tx, writer) =
         transcript::spawn_writer(ctx.platform.db().clone(), customer_id, call_id);
     let mut inbound = match InboundPath::new(ctx.endpoint.clone()) {
@@ -393,9 +400,14 @@ async fn converse(
                 }
                 Output::AgentSpeaking(speaking) => inbound.set_agent_speaking(speaking),
                 Output::Persist(entry) => {
+                    if entry.speaker == Speaker::Agent {
+                        observe_turn(&ctx.metrics, providers.names(), &entry.timings);
+                    }
                     let _ = transcript_tx.send(entry);
                 }
-                Output::ToolResult { .. } => {}
+                Output::ToolResult { turn, id, content } => {
+                    providers.tool_result(turn, id, content)
+                }
                 Output::TakeMessage { arguments } => {
                     tracing::info!(len = arguments.len(), "message taken for the tenant");
                 }
@@ -456,8 +468,11 @@ async fn converse(
         token.cancel();
     }
     drop(transcript_tx);
+    let usage = providers.usage();
     drop(providers);
+    ctx.metrics.call_ended();
     let written = writer.await.unwrap_or(0);
+    meter_usage(&ctx.platform, customer_id, usage).await;
     record_end_reason(
         &ctx.platform,
         customer_id,
@@ -494,6 +509,62 @@ async fn record_end_reason(
     .await;
     if let Err(error) = result {
         tracing::warn!(%error, "could not record the call's end reason");
+    }
+}
+
+/// Exports an agent turn's stage latencies, labelled by the providers that
+/// served it.
+fn observe_turn(metrics: &Metrics, names: [&str; 3], timings: &TurnTimings) {
+    let Some(first_media) = timings.first_media_ms else {
+        return;
+    };
+    metrics.turn();
+    let [stt, llm, tts] = names;
+    let gap = |from: Option<u64>, to: Option<u64>| {
+        from.zip(to)
+            .map(|(a, b)| Duration::from_millis(b.saturating_sub(a)))
+    };
+    if let Some(d) = gap(timings.speech_end_ms, timings.caller_end_ms) {
+        metrics.observe(Stage::SttFinal, stt, d);
+    }
+    if let Some(d) = gap(timings.caller_end_ms, timings.llm_first_token_ms) {
+        metrics.observe(Stage::LlmFirstToken, llm, d);
+    }
+    if let Some(d) = gap(timings.llm_first_token_ms, timings.tts_first_byte_ms) {
+        metrics.observe(Stage::TtsFirstByte, tts, d);
+    }
+    if let Some(d) = gap(timings.tts_first_byte_ms, Some(first_media)) {
+        metrics.observe(Stage::FirstMedia, tts, d);
+    }
+    if let Some(d) = gap(
+        timings.speech_end_ms.or(timings.caller_end_ms),
+        Some(first_media),
+    ) {
+        metrics.observe(Stage::VoiceToVoice, llm, d);
+    }
+}
+
+/// Adds what the call's providers consumed to the tenant's monthly usage.
+async fn meter_usage(platform: &Platform, customer_id: CustomerId, usage: crate::providers::Usage) {
+    if usage == crate::providers::Usage::default() {
+        return;
+    }
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let delta = repo::usage::Usage {
+        llm_prompt_tokens: clamp(usage.llm_prompt_tokens),
+        llm_completion_tokens: clamp(usage.llm_completion_tokens),
+        tts_characters: clamp(usage.tts_characters),
+        stt_seconds: clamp(usage.stt_seconds),
+        ..Default::default()
+    };
+    let result = async {
+        let mut tx = platform.db().tenant(customer_id).await?;
+        repo::usage::add(&mut tx, chrono::Utc::now().date_naive(), &delta).await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not meter the call's provider usage");
     }
 }
 

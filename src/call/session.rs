@@ -91,6 +91,12 @@ pub enum Input {
         /// What failed, for the transcript.
         reason: String,
     },
+    /// Speech-to-text failed and no fallback could transcribe the caller:
+    /// the session apologises so the caller is not left in silence.
+    SttFailed {
+        /// What failed, for the transcript.
+        reason: String,
+    },
     /// Twilio echoed a mark.
     Mark {
         /// The mark's name.
@@ -126,7 +132,11 @@ pub enum Speaker {
 /// Latency of one agent turn, ms since the call started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TurnTimings {
-    /// The caller's end of turn that started this reply.
+    /// The endpointer's end of the caller's speech before this reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech_end_ms: Option<u64>,
+    /// The caller's end of turn that started this reply: the final
+    /// transcript (STT final).
     pub caller_end_ms: Option<u64>,
     /// The first LLM text.
     pub llm_first_token_ms: Option<u64>,
@@ -328,6 +338,8 @@ pub struct CallSession {
     /// When the caller's current turn started (first speech since the last
     /// caller turn), ms.
     caller_turn_started_ms: Option<u64>,
+    /// When the endpointer last heard the caller stop (not a backchannel).
+    speech_end_ms: Option<u64>,
     /// When the line went quiet (agent finished or caller stopped).
     quiet_since: Duration,
     /// Whether "are you still there?" was said in the current quiet spell.
@@ -374,6 +386,7 @@ impl CallSession {
             history: Vec::new(),
             caller_speaking_since: None,
             caller_turn_started_ms: None,
+            speech_end_ms: None,
             quiet_since: now,
             prompted: false,
             warned: false,
@@ -447,10 +460,14 @@ impl CallSession {
                 self.caller_turn_started_ms.get_or_insert(ms(now));
                 self.prompted = false;
             }
-            Input::CallerSpeechEnded { is_short: _ } => {
+            Input::CallerSpeechEnded { is_short } => {
                 self.caller_speaking_since = None;
                 self.quiet_since = now;
+                if !is_short {
+                    self.speech_end_ms = Some(ms(now));
+                }
             }
+            Input::SttFailed { reason } => self.on_stt_failure(&reason, now),
             Input::Transcript {
                 text,
                 is_final,
@@ -720,8 +737,10 @@ impl CallSession {
             }
         }
         let id = self.new_turn(Kind::Reply, Then::Listen, true, now);
+        let speech_end_ms = self.speech_end_ms.take();
         if let Some(agent) = self.agent.as_mut() {
             agent.timings.caller_end_ms = Some(ms(now));
+            agent.timings.speech_end_ms = speech_end_ms;
         }
         self.emit(Output::StartReply {
             turn: id,
@@ -841,6 +860,22 @@ impl CallSession {
         } else {
             self.emit(Output::AgentSpeaking(false));
         }
+    }
+
+    fn on_stt_failure(&mut self, reason: &str, now: Duration) {
+        self.persist(
+            Speaker::System,
+            format!("provider failure: {reason}"),
+            false,
+            ms(now),
+            ms(now),
+            TurnTimings::default(),
+        );
+        if self.phase != Phase::Active || self.agent.is_some() {
+            return;
+        }
+        let text = self.config.apology_text.clone();
+        self.say(&text, Then::Listen, true, now);
     }
 
     fn on_dtmf(&mut self, digit: char, now: Duration) {

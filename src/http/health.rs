@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process is alive) and `GET /readyz` (it can serve:
-//! database reachable, migrations current, not draining).
+//! `GET /healthz` (the process is alive), `GET /readyz` (it can serve:
+//! database reachable, migrations current, not draining) and `GET /metrics`
+//! (Prometheus text format).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +15,19 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// Prometheus text exposition: per-turn latency histograms by stage and
+/// provider, provider failures and fallbacks, live calls.
+async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.calls.metrics.render(),
+    )
 }
 
 async fn healthz() -> Json<Value> {

@@ -11,7 +11,9 @@ use media::endpoint::EndpointEvent;
 use media::frame::{SampleTime, UlawFrame};
 use tokio_util::sync::CancellationToken;
 
-use super::{CallProviders, ProviderEvent, ProviderEvents, ProviderFactory};
+use futures_util::future::BoxFuture;
+
+use super::{CallProviders, CallSetup, ProviderEvent, ProviderEvents, ProviderFactory};
 use crate::call::{ChatMessage, Input};
 
 /// What the fake LLM says to every caller turn.
@@ -52,13 +54,18 @@ pub struct FakeFactory {
 }
 
 impl ProviderFactory for FakeFactory {
-    fn for_call(&self, events: ProviderEvents) -> Box<dyn CallProviders> {
-        Box::new(FakeProviders {
+    fn for_call<'a>(
+        &'a self,
+        _setup: &'a CallSetup,
+        events: ProviderEvents,
+    ) -> BoxFuture<'a, Box<dyn CallProviders>> {
+        let providers: Box<dyn CallProviders> = Box::new(FakeProviders {
             config: self.config.clone(),
             events,
             utterances: 0,
             text: Default::default(),
-        })
+        });
+        Box::pin(std::future::ready(providers))
     }
 }
 

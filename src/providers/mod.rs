@@ -5,18 +5,26 @@
 //! cancellation token; a cancelled turn's late events are ignored by the
 //! session anyway.
 //!
-//! Only the scripted [`fake`] providers exist so far; the vendor clients
-//! and offline models implement the same trait.
+//! - [`fake`]: scripted, deterministic doubles (`--providers fake`).
+//! - [`roles`]: the STT, LLM and TTS traits every vendor client and offline
+//!   model implements.
+//! - [`pipeline`]: [`CallProviders`] built from chains of those roles, with
+//!   the fault policy (budgets, retries, fallbacks, filler, apology).
 
 pub mod fake;
+pub mod pipeline;
 pub mod roles;
+pub mod setup;
 
+use futures_util::future::BoxFuture;
 use media::endpoint::EndpointEvent;
 use media::frame::{SampleTime, UlawFrame};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::call::{ChatMessage, Input};
+use crate::db::CustomerId;
+use roles::{ToolSpec, Voice};
 
 /// Something a provider produced for the call.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +36,78 @@ pub enum ProviderEvent {
 /// Where providers send their events.
 pub type ProviderEvents = mpsc::Sender<ProviderEvent>;
 
+/// The model settings of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmSettings {
+    /// Model name.
+    pub model: String,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Completion token limit per request.
+    pub max_tokens: Option<u32>,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            model: "gpt-4o-mini".into(),
+            temperature: Some(0.6),
+            max_tokens: Some(250),
+        }
+    }
+}
+
+/// What the providers of one call need to know about it.
+#[derive(Debug, Clone)]
+pub struct CallSetup {
+    /// The tenant.
+    pub customer_id: CustomerId,
+    /// Twilio's call id.
+    pub call_sid: String,
+    /// The system prompt: platform rules, the tenant's voice, the caller.
+    pub system_prompt: String,
+    /// Tools the model may call.
+    pub tools: Vec<ToolSpec>,
+    /// Model settings.
+    pub llm: LlmSettings,
+    /// Voice settings.
+    pub voice: Voice,
+    /// The tenant's `provider_settings` (choices per role).
+    pub provider_settings: serde_json::Value,
+}
+
+impl CallSetup {
+    /// A setup with defaults, for tests and the fake providers.
+    pub fn basic(customer_id: CustomerId, call_sid: &str) -> Self {
+        Self {
+            customer_id,
+            call_sid: call_sid.to_string(),
+            system_prompt: "You are a helpful phone receptionist.".into(),
+            tools: Vec::new(),
+            llm: LlmSettings::default(),
+            voice: Voice {
+                voice_id: String::new(),
+                model: None,
+                settings: None,
+            },
+            provider_settings: serde_json::Value::Object(Default::default()),
+        }
+    }
+}
+
+/// What a call consumed, for metering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// LLM prompt tokens.
+    pub llm_prompt_tokens: u64,
+    /// LLM completion tokens.
+    pub llm_completion_tokens: u64,
+    /// TTS characters.
+    pub tts_characters: u64,
+    /// Caller audio sent to STT, in seconds.
+    pub stt_seconds: u64,
+}
+
 /// The providers serving one call.
 pub trait CallProviders: Send {
     /// Starts an LLM reply for `turn` given the conversation.
@@ -38,10 +118,27 @@ pub trait CallProviders: Send {
     fn caller_audio(&mut self, start: SampleTime, frame: &UlawFrame);
     /// An endpointer decision on the caller's audio.
     fn caller_endpoint(&mut self, event: &EndpointEvent);
+    /// The session's answer to a tool call of `turn`.
+    fn tool_result(&mut self, _turn: u32, _id: String, _content: String) {}
+    /// The first-choice provider names (STT, LLM, TTS), for metrics labels.
+    fn names(&self) -> [&str; 3] {
+        ["fake", "fake", "fake"]
+    }
+    /// What the call consumed so far.
+    fn usage(&self) -> Usage {
+        Usage::default()
+    }
 }
 
 /// Builds the providers for each new call.
 pub trait ProviderFactory: Send + Sync {
     /// Providers for one call, reporting to `events`.
-    fn for_call(&self, events: ProviderEvents) -> Box<dyn CallProviders>;
+    fn for_call<'a>(
+        &'a self,
+        setup: &'a CallSetup,
+        events: ProviderEvents,
+    ) -> BoxFuture<'a, Box<dyn CallProviders>>;
 }
+
+#[cfg(test)]
+mod pipeline_tests;

@@ -192,6 +192,7 @@ async fn setup(tdb: &TestDb) -> (CustomerId, CallContext, String) {
         control: Arc::new(LogOnlyControl),
         endpoint: Default::default(),
         upgrade: Default::default(),
+        metrics: Default::default(),
     };
     (customer, ctx, token)
 }
