@@ -9,6 +9,8 @@
 //! and offline models implement the same trait.
 
 pub mod fake;
+pub mod openai;
+pub mod prompt;
 pub mod roles;
 
 use media::endpoint::EndpointEvent;
