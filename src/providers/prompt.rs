@@ -347,7 +347,11 @@ mod tests {
             "empty": "",
             "useEmoji": false,
         });
-        let topics = vec!["legal advice".to_owned(), "  ".to_owned(), "competitors".to_owned()];
+        let topics = vec![
+            "legal advice".to_owned(),
+            "  ".to_owned(),
+            "competitors".to_owned(),
+        ];
         let mut input = inputs(&personality, &topics, "America/New_York");
         input.caller_context = Some("Called last week about a car claim.");
         let prompt = system_prompt(&input);
@@ -360,7 +364,9 @@ mod tests {
         assert!(prompt.contains("\n  - catchphrases: Happy to help!\n"));
         assert!(prompt.contains("- use emoji: no"));
         assert!(!prompt.contains("empty"));
-        assert!(prompt.contains("cannot help with") && prompt.contains(": legal advice; competitors."));
+        assert!(
+            prompt.contains("cannot help with") && prompt.contains(": legal advice; competitors.")
+        );
         assert!(
             prompt.contains("It is now Monday, March 3, 2025, 9:05 AM (EST, America/New_York)."),
             "{prompt}"

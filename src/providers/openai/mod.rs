@@ -244,12 +244,13 @@ impl OpenAiLlm {
 /// The `Authorization` header value, marked sensitive so it is never
 /// printed by the HTTP stack.
 fn bearer(key: &SecretString) -> Result<HeaderValue, ProviderError> {
-    let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret())).map_err(
-        |_| ProviderError::Unavailable {
-            provider: PROVIDER,
-            message: "the API key contains characters not allowed in an HTTP header".to_owned(),
-        },
-    )?;
+    let mut value =
+        HeaderValue::from_str(&format!("Bearer {}", key.expose_secret())).map_err(|_| {
+            ProviderError::Unavailable {
+                provider: PROVIDER,
+                message: "the API key contains characters not allowed in an HTTP header".to_owned(),
+            }
+        })?;
     value.set_sensitive(true);
     Ok(value)
 }

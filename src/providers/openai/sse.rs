@@ -118,7 +118,11 @@ mod tests {
         let whole = decode_in_pieces(body.as_bytes(), body.len());
         assert_eq!(whole, vec!["{\"t\":\"héllo ☎ wörld\"}", "[DONE]"]);
         for piece in 1..body.len() {
-            assert_eq!(decode_in_pieces(body.as_bytes(), piece), whole, "piece {piece}");
+            assert_eq!(
+                decode_in_pieces(body.as_bytes(), piece),
+                whole,
+                "piece {piece}"
+            );
         }
     }
 

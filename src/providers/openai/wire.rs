@@ -379,7 +379,11 @@ impl CompletionAssembler {
                 });
             }
         }
-        for choice in chunk.choices.into_iter().filter(|c| c.index.unwrap_or(0) == 0) {
+        for choice in chunk
+            .choices
+            .into_iter()
+            .filter(|c| c.index.unwrap_or(0) == 0)
+        {
             if let Some(delta) = choice.delta {
                 if let Some(text) = delta.content.filter(|t| !t.is_empty()) {
                     out.push(Ok(LlmEvent::Text(text)));
