@@ -13,15 +13,16 @@
 //!
 //! Why not async-openai for this path: its chat-completion stream types
 //! are strict serde types. `finish_reason` is an enum, so the `""` that
-//! compatible servers send is a decode error; `usage: {}` fails its
-//! required token counts; and a failed chunk ends its stream with an error
-//! we cannot tell apart from a dropped connection. Its bring-your-own-types
-//! mode would let us supply lenient types, but then what is left of it is
-//! an HTTP call and an SSE reader (via reqwest-eventsource) whose error
-//! mapping (429 `Retry-After`, the vendor's `error.message`, a dropped
-//! connection versus a bad frame) we would still have to redo, for a large
-//! dependency. The request and chunk types here are small and tested
-//! against the same shapes, and the SSE decoder is sans-IO.
+//! compatible servers send is a decode error, and `usage: {}` fails its
+//! required token counts, so a real llama.cpp/vLLM-style stream errors out
+//! part-way. Its bring-your-own-types mode would take lenient types, but
+//! what is left of it then is an HTTP call and its SSE reader
+//! (reqwest-eventsource), whose failures arrive as event-source errors
+//! that we would still have to map ourselves (429 with `Retry-After`, the
+//! vendor's `error.message`, a dropped connection versus a bad frame),
+//! and it would pull in a large dependency for that. The request and
+//! chunk types here are small and unit-tested against OpenAI's shapes,
+//! and the SSE decoder is sans-IO.
 
 pub mod sse;
 pub mod wire;
