@@ -12,7 +12,9 @@
 //!   the fault policy (budgets, retries, fallbacks, filler, apology).
 
 pub mod fake;
+pub mod openai;
 pub mod pipeline;
+pub mod prompt;
 pub mod roles;
 pub mod setup;
 

@@ -4,8 +4,10 @@
 mod call_driver;
 mod callsim;
 mod catalog;
+mod fake_openai;
 mod health;
 mod helpers;
+mod llm_openai;
 mod platform_api;
 mod pool;
 mod process;
