@@ -8,6 +8,7 @@
 //! Only the scripted [`fake`] providers exist so far; the vendor clients
 //! and offline models implement the same trait.
 
+pub mod elevenlabs;
 pub mod fake;
 pub mod roles;
 
