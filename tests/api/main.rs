@@ -4,11 +4,13 @@
 mod call_driver;
 mod callsim;
 mod catalog;
+mod fake_elevenlabs;
 mod health;
 mod helpers;
 mod platform_api;
 mod pool;
 mod process;
 mod tenant_isolation;
+mod tts_elevenlabs;
 mod twilio_rest;
 mod twilio_webhooks;
