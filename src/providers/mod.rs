@@ -11,6 +11,7 @@
 //! - [`pipeline`]: [`CallProviders`] built from chains of those roles, with
 //!   the fault policy (budgets, retries, fallbacks, filler, apology).
 
+pub mod elevenlabs;
 pub mod fake;
 pub mod openai;
 pub mod pipeline;

@@ -4,6 +4,7 @@
 mod call_driver;
 mod callsim;
 mod catalog;
+mod fake_elevenlabs;
 mod fake_openai;
 mod health;
 mod helpers;
@@ -12,5 +13,6 @@ mod platform_api;
 mod pool;
 mod process;
 mod tenant_isolation;
+mod tts_elevenlabs;
 mod twilio_rest;
 mod twilio_webhooks;
