@@ -8,8 +8,10 @@
 //! Only the scripted [`fake`] providers exist so far; the vendor clients
 //! and offline models implement the same trait.
 
+pub mod deepgram;
 pub mod fake;
 pub mod roles;
+pub mod whisper;
 
 use media::endpoint::EndpointEvent;
 use media::frame::{SampleTime, UlawFrame};
