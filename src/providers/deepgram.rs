@@ -171,7 +171,9 @@ impl DeepgramStt {
             .map_err(|_| unavailable("the API key is not a valid header value".to_string()))?;
         auth.set_sensitive(true);
         if config.max_batch_frames == 0 {
-            return Err(unavailable("max_batch_frames must be at least 1".to_string()));
+            return Err(unavailable(
+                "max_batch_frames must be at least 1".to_string(),
+            ));
         }
         Ok(Self {
             config: Arc::new(config),
@@ -647,7 +649,10 @@ impl CallStream {
                         }
                     }
                     if let Err(error) = self.send_backlog(socket).await {
-                        if let Some(SttInput::UtteranceEnded { is_short: false, .. }) = deferred {
+                        if let Some(SttInput::UtteranceEnded {
+                            is_short: false, ..
+                        }) = deferred
+                        {
                             self.finalize_pending = true;
                         }
                         return Ok(Connected::Dropped(error));
@@ -682,7 +687,11 @@ impl CallStream {
         Ok(())
     }
 
-    async fn send_text(&self, socket: &mut Socket, text: &'static str) -> Result<(), ProviderError> {
+    async fn send_text(
+        &self,
+        socket: &mut Socket,
+        text: &'static str,
+    ) -> Result<(), ProviderError> {
         self.send(socket, Message::text(text)).await
     }
 
@@ -704,20 +713,34 @@ impl CallStream {
         message: Option<Result<Message, WsError>>,
     ) -> Result<Option<ProviderError>, EventsClosed> {
         match message {
-            None => Ok(Some(network("the server closed the connection".to_string()))),
+            None => Ok(Some(network(
+                "the server closed the connection".to_string(),
+            ))),
             Some(Err(error)) => Ok(Some(network(format!("read failed: {error}")))),
             Some(Ok(Message::Close(frame))) => {
                 let detail = frame
-                    .map(|f| format!(" (code {}: {})", u16::from(f.code), truncate(f.reason.as_str())))
+                    .map(|f| {
+                        format!(
+                            " (code {}: {})",
+                            u16::from(f.code),
+                            truncate(f.reason.as_str())
+                        )
+                    })
                     .unwrap_or_default();
-                Ok(Some(network(format!("the server closed the stream{detail}"))))
+                Ok(Some(network(format!(
+                    "the server closed the stream{detail}"
+                ))))
             }
             Some(Ok(Message::Text(text))) => {
                 self.on_server_text(text.as_str()).await?;
                 Ok(None)
             }
             Some(Ok(Message::Binary(bytes))) => {
-                tracing::debug!(provider = NAME, len = bytes.len(), "unexpected binary frame skipped");
+                tracing::debug!(
+                    provider = NAME,
+                    len = bytes.len(),
+                    "unexpected binary frame skipped"
+                );
                 Ok(None)
             }
             Some(Ok(_)) => Ok(None),
@@ -793,7 +816,10 @@ impl CallStream {
         };
         let result = timeout(budget, drained).await;
         if result.is_err() {
-            tracing::debug!(provider = NAME, "no Metadata after CloseStream within the budget");
+            tracing::debug!(
+                provider = NAME,
+                "no Metadata after CloseStream within the budget"
+            );
         }
         let _ = timeout(budget, socket.close(None)).await;
         if let Ok(Err(closed)) = result {
@@ -812,12 +838,19 @@ async fn handshake(client: DeepgramStt, delay: Duration) -> Result<Box<Socket>, 
         sleep(delay).await;
     }
     let config = &client.config;
-    let mut request = client.url.as_str().into_client_request().map_err(|error| ConnectFailure {
-        error: unavailable(format!("bad listen URL: {error}")),
-        fatal: true,
-        retry_after: None,
-    })?;
-    request.headers_mut().insert(AUTHORIZATION, client.auth.clone());
+    let mut request =
+        client
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|error| ConnectFailure {
+                error: unavailable(format!("bad listen URL: {error}")),
+                fatal: true,
+                retry_after: None,
+            })?;
+    request
+        .headers_mut()
+        .insert(AUTHORIZATION, client.auth.clone());
     let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
     match timeout(config.connect_timeout, connecting).await {
         Ok(Ok((socket, _response))) => Ok(Box::new(socket)),
@@ -936,7 +969,10 @@ mod tests {
         );
         let mut http = config.clone();
         http.base_url = Url::parse("https://api.deepgram.com").expect("url");
-        assert!(matches!(http.listen_url(), Err(ProviderError::Unavailable { .. })));
+        assert!(matches!(
+            http.listen_url(),
+            Err(ProviderError::Unavailable { .. })
+        ));
     }
 
     #[test]
@@ -944,15 +980,21 @@ mod tests {
         let mut t = Transcript::default();
         assert_eq!(
             t.on_results(&segment("hello", false, false)),
-            Some(SttEvent::Interim { text: "hello".into() })
+            Some(SttEvent::Interim {
+                text: "hello".into()
+            })
         );
         assert_eq!(
             t.on_results(&segment("hello there", true, false)),
-            Some(SttEvent::Interim { text: "hello there".into() })
+            Some(SttEvent::Interim {
+                text: "hello there".into()
+            })
         );
         assert_eq!(
             t.on_results(&segment("I need", false, false)),
-            Some(SttEvent::Interim { text: "hello there I need".into() })
+            Some(SttEvent::Interim {
+                text: "hello there I need".into()
+            })
         );
         assert_eq!(t.on_results(&segment("", false, false)), None);
         assert_eq!(
@@ -972,7 +1014,10 @@ mod tests {
         t.on_results(&segment("book a table", true, false));
         assert_eq!(
             t.on_utterance_end(),
-            SttEvent::Final { text: "book a table".into(), end_of_turn: true }
+            SttEvent::Final {
+                text: "book a table".into(),
+                end_of_turn: true
+            }
         );
         assert_eq!(t.on_utterance_end(), SttEvent::UtteranceEnd);
     }
@@ -983,7 +1028,10 @@ mod tests {
         t.on_results(&segment("yes", true, false));
         assert_eq!(
             t.on_results(&segment("", true, true)),
-            Some(SttEvent::Final { text: "yes".into(), end_of_turn: true })
+            Some(SttEvent::Final {
+                text: "yes".into(),
+                end_of_turn: true
+            })
         );
         assert_eq!(t.on_results(&segment("", true, true)), None);
     }
@@ -997,7 +1045,10 @@ mod tests {
         );
         assert_eq!(
             t.on_results(&r),
-            Some(SttEvent::Final { text: "thanks".into(), end_of_turn: true })
+            Some(SttEvent::Final {
+                text: "thanks".into(),
+                end_of_turn: true
+            })
         );
     }
 

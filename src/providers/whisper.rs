@@ -334,7 +334,11 @@ impl UtteranceBuffer {
     /// Takes every frame that starts before `end`, as PCM; later frames
     /// stay as the next utterance's pre-roll.
     fn cut(&mut self, end: SampleTime) -> Vec<i16> {
-        let count = self.frames.iter().take_while(|(start, _)| *start < end).count();
+        let count = self
+            .frames
+            .iter()
+            .take_while(|(start, _)| *start < end)
+            .count();
         self.frames
             .drain(..count)
             .flat_map(|(_, frame)| frame.into_iter().map(ulaw_to_linear))
@@ -445,7 +449,10 @@ mod tests {
             "http://127.0.0.1:8000/v1/audio/transcriptions"
         );
         let config = WhisperConfig::new(Url::parse("ws://127.0.0.1:8000/v1").expect("url"));
-        assert!(matches!(config.endpoint(), Err(ProviderError::Unavailable { .. })));
+        assert!(matches!(
+            config.endpoint(),
+            Err(ProviderError::Unavailable { .. })
+        ));
     }
 
     #[test]
@@ -464,9 +471,13 @@ mod tests {
 
     #[test]
     fn error_bodies_give_the_servers_words() {
-        let openai = br#"{"error":{"message":"Invalid file format.","type":"invalid_request_error"}}"#;
+        let openai =
+            br#"{"error":{"message":"Invalid file format.","type":"invalid_request_error"}}"#;
         assert_eq!(error_message(400, openai), "Invalid file format.");
-        assert_eq!(error_message(422, br#"{"detail":"bad model"}"#), "bad model");
+        assert_eq!(
+            error_message(422, br#"{"detail":"bad model"}"#),
+            "bad model"
+        );
         assert_eq!(error_message(502, b""), "Bad Gateway");
         assert!(matches!(
             classify(429, b"", Some(Duration::from_secs(3))),
@@ -480,7 +491,10 @@ mod tests {
             parse_transcript(br#"{"text":" hello ","x_groq":{}}"#, false).expect("json"),
             "hello"
         );
-        assert_eq!(parse_transcript(b"hi there", true).expect("plain"), "hi there");
+        assert_eq!(
+            parse_transcript(b"hi there", true).expect("plain"),
+            "hi there"
+        );
         assert!(matches!(
             parse_transcript(b"{}", false),
             Err(ProviderError::Protocol { .. })

@@ -4,11 +4,15 @@
 mod call_driver;
 mod callsim;
 mod catalog;
+mod fake_deepgram;
+mod fake_whisper;
 mod health;
 mod helpers;
 mod platform_api;
 mod pool;
 mod process;
+mod stt_deepgram;
+mod stt_whisper;
 mod tenant_isolation;
 mod twilio_rest;
 mod twilio_webhooks;
