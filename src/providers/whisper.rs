@@ -6,8 +6,9 @@
 //! it keeps the caller's frames since the previous utterance end (capped at
 //! [`WhisperConfig::max_utterance`], oldest dropped), and when an
 //! utterance ends it cuts everything before the end's stream time, decodes
-//! it to 8 kHz 16-bit PCM, wraps it as WAV (raw mu-law is not accepted) and
-//! posts it. The audio before speech start is the utterance's pre-roll.
+//! it to 8 kHz 16-bit PCM, trims leading silence to
+//! [`WhisperConfig::pre_roll`] before the first frame loud enough to be
+//! speech, wraps it as WAV (raw mu-law is not accepted) and posts it.
 //! Each request runs in its own task so that input keeps being read; the
 //! results are reported in utterance order.
 //!
@@ -30,6 +31,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use media::frame::{SampleTime, UlawFrame};
 use media::g711::ulaw_to_linear;
+use media::vad::level_dbfs;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use reqwest::multipart::{Form, Part};
 use secrecy::{ExposeSecret, SecretString};
@@ -65,11 +67,18 @@ pub struct WhisperConfig {
     pub request_timeout: Duration,
     /// Longest utterance sent; older audio is dropped first.
     pub max_utterance: Duration,
+    /// Audio kept before the first frame loud enough to be speech; longer
+    /// leading silence is cut (Whisper invents words in long silence).
+    pub pre_roll: Duration,
+    /// Frames at least this loud (dBFS) may be speech; quieter ones are
+    /// line noise. An utterance with no such frame is sent whole.
+    pub speech_level_dbfs: f32,
 }
 
 impl WhisperConfig {
     /// A server at `base_url` with the defaults: no key, `whisper-1`, no
-    /// language hint, 15 s per request, utterances up to 30 s.
+    /// language hint, 15 s per request, utterances up to 30 s with 300 ms
+    /// of pre-roll before the first frame above −50 dBFS.
     pub fn new(base_url: Url) -> Self {
         Self {
             base_url,
@@ -78,6 +87,8 @@ impl WhisperConfig {
             language: None,
             request_timeout: Duration::from_secs(15),
             max_utterance: Duration::from_secs(30),
+            pre_roll: Duration::from_millis(300),
+            speech_level_dbfs: -50.0,
         }
     }
 
@@ -312,15 +323,22 @@ fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Provider
 struct UtteranceBuffer {
     frames: VecDeque<(SampleTime, UlawFrame)>,
     max_frames: usize,
+    pre_roll_frames: usize,
+    speech_level_dbfs: f32,
+}
+
+fn frames_in(duration: Duration) -> usize {
+    let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    usize::try_from(ms / u64::from(media::FRAME_MS)).unwrap_or(usize::MAX)
 }
 
 impl UtteranceBuffer {
-    fn new(max_utterance: Duration) -> Self {
-        let ms = u64::try_from(max_utterance.as_millis()).unwrap_or(u64::MAX);
-        let frames = (ms / u64::from(media::FRAME_MS)).max(1);
+    fn new(config: &WhisperConfig) -> Self {
         Self {
             frames: VecDeque::new(),
-            max_frames: usize::try_from(frames).unwrap_or(usize::MAX),
+            max_frames: frames_in(config.max_utterance).max(1),
+            pre_roll_frames: frames_in(config.pre_roll),
+            speech_level_dbfs: config.speech_level_dbfs,
         }
     }
 
@@ -331,18 +349,30 @@ impl UtteranceBuffer {
         self.frames.push_back((start, frame));
     }
 
-    /// Takes every frame that starts before `end`, as PCM; later frames
-    /// stay as the next utterance's pre-roll.
+    /// Takes every frame that starts before `end`, as PCM, less leading
+    /// silence beyond the pre-roll; later frames stay as the next
+    /// utterance's pre-roll.
     fn cut(&mut self, end: SampleTime) -> Vec<i16> {
         let count = self
             .frames
             .iter()
             .take_while(|(start, _)| *start < end)
             .count();
-        self.frames
+        let pcm: Vec<i16> = self
+            .frames
             .drain(..count)
             .flat_map(|(_, frame)| frame.into_iter().map(ulaw_to_linear))
-            .collect()
+            .collect();
+        let first_loud = pcm
+            .chunks(media::FRAME_SAMPLES)
+            .position(|frame| level_dbfs(frame) >= self.speech_level_dbfs);
+        match first_loud {
+            Some(k) => {
+                let from = k.saturating_sub(self.pre_roll_frames) * media::FRAME_SAMPLES;
+                pcm[from..].to_vec()
+            }
+            None => pcm,
+        }
     }
 }
 
@@ -399,7 +429,7 @@ async fn run_call(
     mut input: mpsc::Receiver<SttInput>,
     events: mpsc::Sender<SttEvent>,
 ) {
-    let mut buffer = UtteranceBuffer::new(client.config.max_utterance);
+    let mut buffer = UtteranceBuffer::new(&client.config);
     let mut requests: FuturesOrdered<Request> = FuturesOrdered::new();
     loop {
         tokio::select! {
@@ -455,16 +485,42 @@ mod tests {
         ));
     }
 
+    fn buffer(max_utterance_ms: u64) -> UtteranceBuffer {
+        let mut config = WhisperConfig::new(Url::parse("http://localhost/v1").expect("url"));
+        config.max_utterance = Duration::from_millis(max_utterance_ms);
+        UtteranceBuffer::new(&config)
+    }
+
+    #[test]
+    fn leading_silence_is_cut_to_the_pre_roll() {
+        let mut buffer = buffer(30_000);
+        // 1 s of mu-law silence, then 200 ms of loud audio.
+        for k in 0..60u64 {
+            let frame = if k < 50 { [0xFF; 160] } else { [0x10; 160] };
+            buffer.push(k * 160, frame);
+        }
+        let pcm = buffer.cut(60 * 160);
+        // 300 ms (15 frames) of pre-roll + 10 loud frames.
+        assert_eq!(pcm.len(), 25 * 160);
+        assert_eq!(pcm[0], ulaw_to_linear(0xFF));
+        assert_eq!(pcm[15 * 160], ulaw_to_linear(0x10));
+        // All quiet: sent whole.
+        for k in 60..70u64 {
+            buffer.push(k * 160, [0xFF; 160]);
+        }
+        assert_eq!(buffer.cut(70 * 160).len(), 10 * 160);
+    }
+
     #[test]
     fn the_buffer_cuts_at_the_end_and_keeps_the_rest_as_pre_roll() {
-        let mut buffer = UtteranceBuffer::new(Duration::from_millis(60));
+        let mut buffer = buffer(60);
         for k in 0..4u64 {
-            buffer.push(k * 160, [k as u8; 160]);
+            buffer.push(k * 160, [0x10 + k as u8; 160]);
         }
         // Capped at three frames: frame 0 was dropped.
         let pcm = buffer.cut(480);
         assert_eq!(pcm.len(), 320);
-        assert_eq!(pcm[0], ulaw_to_linear(1));
+        assert_eq!(pcm[0], ulaw_to_linear(0x11));
         assert_eq!(buffer.frames.len(), 1);
         assert!(buffer.cut(480).is_empty());
     }

@@ -252,6 +252,8 @@ fn error_response(status: u16, body: Value) -> ErrorResponse {
     response
 }
 
+// tungstenite's handshake callback returns its `ErrorResponse` unboxed.
+#[allow(clippy::result_large_err)]
 async fn serve(
     tcp: TcpStream,
     state: Arc<Mutex<State>>,
