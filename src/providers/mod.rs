@@ -11,6 +11,7 @@
 //! - [`pipeline`]: [`CallProviders`] built from chains of those roles, with
 //!   the fault policy (budgets, retries, fallbacks, filler, apology).
 
+pub mod deepgram;
 pub mod elevenlabs;
 pub mod fake;
 pub mod openai;
@@ -18,6 +19,7 @@ pub mod pipeline;
 pub mod prompt;
 pub mod roles;
 pub mod setup;
+pub mod whisper;
 
 use futures_util::future::BoxFuture;
 use media::endpoint::EndpointEvent;
