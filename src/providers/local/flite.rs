@@ -1,6 +1,8 @@
 //! flite text-to-speech over its C API (the system's libflite, Debian
 //! package `libflite1`, opened with `dlopen`), with a built-in voice:
-//! `cmu_us_slt` by default, or `kal`, `kal16`, `rms`, `awb` by name.
+//! `cmu_us_rms` by default (the one Moonshine transcribes best after the
+//! telephone band; `slt` fares worst), or `slt`, `kal`, `kal16`, `awb` by
+//! the tenant's voice id.
 //!
 //! Each text chunk is synthesised whole in `spawn_blocking` (flite is not
 //! documented thread-safe, so synthesis is serialised behind a mutex),
@@ -40,7 +42,7 @@ pub struct FliteConfig {
 impl Default for FliteConfig {
     fn default() -> Self {
         Self {
-            default_voice: "slt".to_owned(),
+            default_voice: "rms".to_owned(),
         }
     }
 }
@@ -131,13 +133,16 @@ impl Engine {
         let symbol = format!("register_cmu_us_{name}\0");
         // SAFETY: `cst_voice *register_cmu_us_X(const char *voxdir)`.
         let register: RegisterFn = unsafe {
-            *lib.get::<RegisterFn>(symbol.as_bytes())
-                .map_err(|e| unavailable(format!("voice library lacks its register function: {e}")))?
+            *lib.get::<RegisterFn>(symbol.as_bytes()).map_err(|e| {
+                unavailable(format!("voice library lacks its register function: {e}"))
+            })?
         };
         // SAFETY: built-in voices ignore `voxdir`; called under the mutex.
         let voice = unsafe { register(std::ptr::null()) };
         if voice.is_null() {
-            return Err(unavailable(format!("flite could not register voice `{name}`")));
+            return Err(unavailable(format!(
+                "flite could not register voice `{name}`"
+            )));
         }
         self.voices.insert(name.to_owned(), VoicePtr(voice));
         Ok(voice)
@@ -347,9 +352,9 @@ impl TextToSpeech for FliteTts {
 
 fn event_turn(event: &TtsEvent) -> u32 {
     match event {
-        TtsEvent::Audio { turn, .. } | TtsEvent::Done { turn, .. } | TtsEvent::Failed { turn, .. } => {
-            *turn
-        }
+        TtsEvent::Audio { turn, .. }
+        | TtsEvent::Done { turn, .. }
+        | TtsEvent::Failed { turn, .. } => *turn,
     }
 }
 
@@ -383,7 +388,9 @@ mod tests {
         let ends: Vec<_> = events
             .iter()
             .map(|e| match e {
-                TtsEvent::Audio { audio, text_end, .. } => (audio.len(), text_end.unwrap_or(0)),
+                TtsEvent::Audio {
+                    audio, text_end, ..
+                } => (audio.len(), text_end.unwrap_or(0)),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();

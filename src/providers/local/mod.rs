@@ -55,6 +55,9 @@ mod tests {
         assert!(!loud(0..780));
         assert!(loud(820..1580));
         assert!(!loud(1620..2400));
-        assert_eq!(resample_clip(&[1, 2, 3], 8000, 8000).expect("same"), vec![1, 2, 3]);
+        assert_eq!(
+            resample_clip(&[1, 2, 3], 8000, 8000).expect("same"),
+            vec![1, 2, 3]
+        );
     }
 }

@@ -4,9 +4,10 @@
 //! Moonshine transcribes whole utterances, so the per-call actor buffers
 //! caller audio (mu-law decoded to linear PCM) and transcribes when our
 //! endpointer reports [`SttInput::UtteranceEnded`]: the audio since the
-//! previous utterance, trimmed to start ~300 ms before the first frame
-//! loud enough to be speech, upsampled to 16 kHz with
-//! [`media::resample`]. One `Final` is reported per `UtteranceEnded`, in
+//! previous utterance, trimmed (or padded) to start 300 ms before the
+//! first frame loud enough to be speech, with 300 ms of silence after it,
+//! upsampled to 16 kHz with [`media::resample`] (measurably better than
+//! handing the library 8 kHz). One `Final` is reported per `UtteranceEnded`, in
 //! order (empty text when nothing was said).
 //!
 //! The library and model are loaded once per [`MoonshineStt`] and shared
@@ -195,7 +196,9 @@ struct Pool {
 
 impl Model {
     fn lock_pool(&self) -> MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.pool
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Takes an idle handle, loads a new one under the limit, or waits for
@@ -390,7 +393,7 @@ impl MoonshineStt {
 /// never used by two threads at once.
 fn transcribe_with(model: &Model, pcm_8k: &[i16]) -> Result<String, ProviderError> {
     let handle = model.check_out()?;
-    let result = resample_clip(pcm_8k, CALL_RATE_HZ, MODEL_RATE_HZ)
+    let result = resample_clip(&prepare(pcm_8k), CALL_RATE_HZ, MODEL_RATE_HZ)
         .map_err(|e| ProviderError::Protocol {
             provider: PROVIDER,
             message: format!("could not resample the audio: {e}"),
@@ -442,28 +445,39 @@ impl UtteranceBuffer {
         }
     }
 
-    /// Removes and returns the audio up to stream time `end`, trimmed to
-    /// start [`PRE_ROLL_SAMPLES`] before the first loud frame.
+    /// Removes and returns the audio up to stream time `end`.
     fn take_until(&mut self, end: SampleTime) -> Vec<i16> {
         let cut = (end.saturating_sub(self.start) as usize).min(self.samples.len());
         let utterance: Vec<i16> = self.samples.drain(..cut).collect();
         self.start += cut as u64;
-        trim_leading_silence(utterance)
+        utterance
     }
 }
 
-/// Drops leading audio quieter than [`SPEECH_DBFS`], keeping the pre-roll.
-/// Audio with no loud frame at all is returned whole.
-fn trim_leading_silence(mut pcm: Vec<i16>) -> Vec<i16> {
+/// Shapes an utterance the way the tiny model hears best: exactly
+/// [`PRE_ROLL_SAMPLES`] of lead-in before the first frame at
+/// [`SPEECH_DBFS`] or louder (older audio dropped, digital silence added
+/// when there is less), and as much silence again after the end. (Without
+/// lead-in the model tends to invent a word such as "You" at the start.)
+/// Audio with no loud frame is only padded.
+fn prepare(pcm: &[i16]) -> Vec<i16> {
     let frame = media::FRAME_SAMPLES;
     let first_loud = pcm
         .chunks(frame)
         .position(|chunk| media::vad::level_dbfs(chunk) >= SPEECH_DBFS);
-    if let Some(index) = first_loud {
-        let from = (index * frame).saturating_sub(PRE_ROLL_SAMPLES);
-        pcm.drain(..from);
-    }
-    pcm
+    let (body, lead) = match first_loud {
+        Some(index) => {
+            let onset = index * frame;
+            let from = onset.saturating_sub(PRE_ROLL_SAMPLES);
+            (&pcm[from..], PRE_ROLL_SAMPLES - (onset - from))
+        }
+        None => (pcm, PRE_ROLL_SAMPLES),
+    };
+    let mut out = Vec::with_capacity(lead + body.len() + PRE_ROLL_SAMPLES);
+    out.resize(lead, 0);
+    out.extend_from_slice(body);
+    out.resize(out.len() + PRE_ROLL_SAMPLES, 0);
+    out
 }
 
 impl SpeechToText for MoonshineStt {
@@ -537,15 +551,20 @@ mod tests {
     }
 
     #[test]
-    fn trimming_keeps_pre_roll_before_speech() {
-        let mut pcm = vec![0i16; 8000];
-        for s in &mut pcm[6000..7000] {
-            *s = 8000;
-        }
-        let trimmed = trim_leading_silence(pcm);
-        assert_eq!(trimmed.len(), 8000 - (6000 - PRE_ROLL_SAMPLES));
-        let silent = trim_leading_silence(vec![0i16; 1600]);
-        assert_eq!(silent.len(), 1600);
+    fn preparing_leaves_exactly_the_pre_roll_around_speech() {
+        let mut late = vec![0i16; 8000];
+        late[6080..7000].fill(8000);
+        let out = prepare(&late);
+        assert_eq!(out.len(), PRE_ROLL_SAMPLES + 1920 + PRE_ROLL_SAMPLES);
+        assert_eq!(out.iter().position(|&s| s != 0), Some(PRE_ROLL_SAMPLES));
+
+        let mut early = vec![0i16; 1000];
+        early[160..].fill(8000);
+        let out = prepare(&early);
+        assert_eq!(out.iter().position(|&s| s != 0), Some(PRE_ROLL_SAMPLES));
+        assert_eq!(out.len(), PRE_ROLL_SAMPLES + 840 + PRE_ROLL_SAMPLES);
+
+        assert_eq!(prepare(&[0i16; 1600]).len(), 1600 + 2 * PRE_ROLL_SAMPLES);
     }
 
     #[test]
