@@ -60,6 +60,9 @@ pub enum Command {
     /// Master key operations.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Download and verify the offline models (speech and language).
+    #[command(subcommand)]
+    Models(crate::models::ModelsCommand),
 }
 
 /// `switchboard serve`.
@@ -335,6 +338,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Demo(args) => demo::run(settings, args.fixtures).await,
         Command::Callsim(args) => callsim(settings, args).await,
+        Command::Models(command) => crate::models::run_command(&settings.data_dir, command).await,
         other => {
             let runtime = Runtime::open(&settings).await?;
             let result = platform_command(&runtime, other).await;
@@ -557,7 +561,11 @@ async fn platform_command(runtime: &Runtime, command: Command) -> anyhow::Result
                 platform.keyring().current_version()
             );
         }
-        Command::Serve(_) | Command::Callsim(_) | Command::Demo(_) | Command::Config(_) => {}
+        Command::Serve(_)
+        | Command::Callsim(_)
+        | Command::Demo(_)
+        | Command::Config(_)
+        | Command::Models(_) => {}
     }
     Ok(())
 }

@@ -9,6 +9,7 @@
 //! | [`db`]          | connection pools, role checks, migrations, the private PostgreSQL cluster, [`db::TenantTx`] |
 //! | [`repo`]        | tenant-scoped repository functions; each takes a [`db::TenantTx`] |
 //! | [`providers`]   | STT, LLM and TTS as the call driver sees them; scripted fakes |
+//! | [`models`]      | the offline models: pinned wheels, download, verification, install |
 //! | [`platform`]    | platform operations (tenants, numbers, users, keys, credentials) shared by CLI and API, and the narrow cross-tenant directory |
 //! | [`crypto`]      | credential sealing (XChaCha20-Poly1305), API keys, password hashing |
 //! | [`http`]        | the axum router: health, readiness, platform API, error mapping   |
@@ -32,6 +33,7 @@ pub mod db;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod models;
 pub mod platform;
 pub mod providers;
 pub mod repo;

@@ -14,6 +14,7 @@
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod fake;
+pub mod local;
 pub mod openai;
 pub mod pipeline;
 pub mod prompt;
