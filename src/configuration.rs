@@ -49,7 +49,33 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "SWITCHBOARD_TWILIO_CALL_TOKEN_TTL_SECS",
         "twilio.call_token_ttl_secs",
     ),
+    ("SWITCHBOARD_DEEPGRAM_API_KEY", "vendors.deepgram.api_key"),
+    ("SWITCHBOARD_DEEPGRAM_BASE_URL", "vendors.deepgram.base_url"),
+    ("SWITCHBOARD_DEEPGRAM_MODEL", "vendors.deepgram.model"),
+    ("SWITCHBOARD_OPENAI_API_KEY", "vendors.openai.api_key"),
+    ("SWITCHBOARD_OPENAI_BASE_URL", "vendors.openai.base_url"),
+    ("SWITCHBOARD_OPENAI_MODEL", "vendors.openai.model"),
+    (
+        "SWITCHBOARD_ELEVENLABS_API_KEY",
+        "vendors.elevenlabs.api_key",
+    ),
+    (
+        "SWITCHBOARD_ELEVENLABS_BASE_URL",
+        "vendors.elevenlabs.base_url",
+    ),
+    ("SWITCHBOARD_ELEVENLABS_MODEL", "vendors.elevenlabs.model"),
+    (
+        "SWITCHBOARD_ELEVENLABS_VOICE_ID",
+        "vendors.elevenlabs.voice_id",
+    ),
+    ("SWITCHBOARD_WHISPER_API_KEY", "vendors.whisper.api_key"),
+    ("SWITCHBOARD_WHISPER_BASE_URL", "vendors.whisper.base_url"),
+    ("SWITCHBOARD_WHISPER_MODEL", "vendors.whisper.model"),
 ];
+
+/// The vendors Switchboard has clients for, as named in settings and in
+/// `SWITCHBOARD_<VENDOR>_*` variables.
+pub const VENDORS: [&str; 4] = ["deepgram", "openai", "elevenlabs", "whisper"];
 
 /// The validated configuration of one Switchboard process.
 #[derive(Clone)]
@@ -74,6 +100,31 @@ pub struct Settings {
     pub secrets: SecretSettings,
     /// The platform's Twilio account and the call-token lifetime.
     pub twilio: TwilioSettings,
+    /// The platform's accounts at the speech and language vendors.
+    pub vendors: BTreeMap<&'static str, VendorAccount>,
+}
+
+/// The platform's account at one vendor. A vendor is used only when its
+/// account has a key (Whisper servers, often self-hosted, need only a base
+/// URL). Tenants may bring their own key instead (`credentials set`).
+#[derive(Clone, Default)]
+pub struct VendorAccount {
+    /// The API key.
+    pub api_key: Option<SecretString>,
+    /// Base URL overriding the vendor's public endpoint (self-hosted
+    /// compatible servers, tests).
+    pub base_url: Option<url::Url>,
+    /// Default model.
+    pub model: Option<String>,
+    /// Default voice (ElevenLabs).
+    pub voice_id: Option<String>,
+}
+
+impl VendorAccount {
+    /// Whether the platform can use this vendor.
+    pub fn is_configured(&self, vendor: &str) -> bool {
+        self.api_key.is_some() || (vendor == "whisper" && self.base_url.is_some())
+    }
 }
 
 /// The platform's own Twilio account. Tenants that bring their own account
@@ -105,16 +156,25 @@ pub enum ProviderMode {
     /// greeting, a 2 s reply per caller turn. For tests, benchmarks and
     /// side-by-side runs that measure orchestration alone.
     Fake,
+    /// The local models only (Moonshine, SmolLM2, flite): no keys, no
+    /// network.
+    Offline,
+    /// The vendors whose platform accounts are configured (or a tenant's
+    /// own keys), each falling back to the local model of its role; the
+    /// local models alone when no vendor is configured. The default.
+    Auto,
 }
 
 impl ProviderMode {
-    /// Parses `fake`.
+    /// Parses `fake`, `offline` or `auto`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         match text.trim().to_ascii_lowercase().as_str() {
             "fake" => Ok(Self::Fake),
+            "offline" | "local" => Ok(Self::Offline),
+            "auto" => Ok(Self::Auto),
             other => Err(ConfigError::invalid(
                 "providers",
-                format!("`{other}` is not a provider mode (available: fake)"),
+                format!("`{other}` is not a provider mode (available: auto, offline, fake)"),
             )),
         }
     }
@@ -123,6 +183,8 @@ impl ProviderMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Fake => "fake",
+            Self::Offline => "offline",
+            Self::Auto => "auto",
         }
     }
 }
@@ -268,6 +330,17 @@ struct FileSettings {
     secrets: FileSecrets,
     #[serde(default)]
     twilio: FileTwilio,
+    #[serde(default)]
+    vendors: BTreeMap<String, FileVendor>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileVendor {
+    api_key: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    voice_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -518,8 +591,9 @@ impl Settings {
         let providers = ProviderMode::parse(
             &env.var("SWITCHBOARD_PROVIDERS")
                 .or(file.providers)
-                .unwrap_or_else(|| "fake".to_string()),
+                .unwrap_or_else(|| "auto".to_string()),
         )?;
+        let vendors = Self::merge_vendors(file.vendors, env)?;
 
         Ok(Settings {
             listen,
@@ -535,7 +609,53 @@ impl Settings {
             },
             twilio,
             providers,
+            vendors,
         })
+    }
+
+    fn merge_vendors(
+        mut file: BTreeMap<String, FileVendor>,
+        env: &dyn EnvSource,
+    ) -> Result<BTreeMap<&'static str, VendorAccount>, ConfigError> {
+        if let Some(unknown) = file.keys().find(|k| !VENDORS.contains(&k.as_str())) {
+            return Err(ConfigError::invalid(
+                "vendors",
+                format!(
+                    "names `{unknown}`, which is not a vendor (known: {})",
+                    VENDORS.join(", ")
+                ),
+            ));
+        }
+        let mut out = BTreeMap::new();
+        for vendor in VENDORS {
+            let from_file = file.remove(vendor).unwrap_or_default();
+            let upper = vendor.to_ascii_uppercase();
+            let pick = |field: &str, file_value: Option<String>| {
+                env.var(&format!("SWITCHBOARD_{upper}_{field}"))
+                    .or(file_value)
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| !v.is_empty())
+            };
+            let base_url = match pick("BASE_URL", from_file.base_url) {
+                Some(text) => Some(url::Url::parse(&text).map_err(|e| {
+                    ConfigError::invalid(
+                        "vendors.*.base_url",
+                        format!("`{text}` is not a URL ({e})"),
+                    )
+                })?),
+                None => None,
+            };
+            out.insert(
+                vendor,
+                VendorAccount {
+                    api_key: pick("API_KEY", from_file.api_key).map(SecretString::from),
+                    base_url,
+                    model: pick("MODEL", from_file.model),
+                    voice_id: pick("VOICE_ID", from_file.voice_id),
+                },
+            );
+        }
+        Ok(out)
     }
 
     fn merge_twilio(file: FileTwilio, env: &dyn EnvSource) -> Result<TwilioSettings, ConfigError> {
@@ -677,6 +797,22 @@ impl Settings {
             "call_token_ttl_secs = {}\n",
             self.twilio.call_token_ttl.as_secs()
         ));
+        for (vendor, account) in &self.vendors {
+            out.push_str(&format!("\n[vendors.{vendor}]\n"));
+            match &account.api_key {
+                Some(_) => out.push_str("api_key = \"********\"\n"),
+                None => out.push_str("# api_key: not set\n"),
+            }
+            if let Some(url) = &account.base_url {
+                out.push_str(&format!("base_url = \"{url}\"\n"));
+            }
+            if let Some(model) = &account.model {
+                out.push_str(&format!("model = \"{model}\"\n"));
+            }
+            if let Some(voice) = &account.voice_id {
+                out.push_str(&format!("voice_id = \"{voice}\"\n"));
+            }
+        }
         out
     }
 }

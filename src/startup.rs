@@ -12,12 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::call::driver::{CallContext, UpgradeSignature};
 use crate::call::registry::LiveCalls;
-use crate::configuration::{ProviderMode, Settings};
+use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::connect::DatabaseTarget;
 use crate::http::{self, AppState};
 use crate::platform::Platform;
-use crate::providers::fake::FakeFactory;
 use crate::providers::ProviderFactory;
 use crate::twilio::call_token::CallTokenKey;
 use crate::twilio::rest::TwilioRest;
@@ -92,9 +91,11 @@ impl Application {
         let shutdown = CancellationToken::new();
         let token_key = CallTokenKey::from_keyring(runtime.platform.keyring())
             .context("could not derive the call-token key")?;
-        let providers: Arc<dyn ProviderFactory> = match settings.providers {
-            ProviderMode::Fake => Arc::new(FakeFactory::default()),
-        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let providers: Arc<dyn ProviderFactory> =
+            crate::providers::assemble::factory(&settings, &runtime.platform, metrics.clone())
+                .await
+                .context("could not set up the call providers")?;
         tracing::info!(
             providers = settings.providers.as_str(),
             "call providers selected"
@@ -111,7 +112,14 @@ impl Application {
             ),
             endpoint: EndpointConfig::default(),
             upgrade: UpgradeSignature::Absent,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics,
+            defaults: crate::providers::setup::CallDefaults {
+                llm_model: settings.vendors.get("openai").and_then(|v| v.model.clone()),
+                voice_id: settings
+                    .vendors
+                    .get("elevenlabs")
+                    .and_then(|v| v.voice_id.clone()),
+            },
         };
         let state = AppState {
             platform: runtime.platform.clone(),

@@ -24,6 +24,7 @@ use super::{CallSession, EndReason, Input, Output, SessionConfig, Speaker, TurnT
 use crate::db::CustomerId;
 use crate::metrics::{Metrics, Stage};
 use crate::platform::Platform;
+use crate::providers::setup::CallDefaults;
 use crate::providers::{CallSetup, ProviderEvent, ProviderFactory};
 use crate::repo;
 use crate::twilio::call_token::CallTokenKey;
@@ -101,6 +102,8 @@ pub struct CallContext {
     pub upgrade: UpgradeSignature,
     /// Per-turn latency and provider failures.
     pub metrics: Arc<Metrics>,
+    /// Platform defaults for the model and voice.
+    pub defaults: CallDefaults,
 }
 
 /// The outcome of checking the websocket upgrade's signature before the
@@ -206,6 +209,7 @@ pub async fn run(
             customer_id,
             &start.call_sid,
             &start.stream_sid,
+            &ctx.defaults,
         )
         .await
         {
@@ -305,6 +309,7 @@ async fn load_call(
     customer_id: CustomerId,
     call_sid: &str,
     stream_sid: &str,
+    defaults: &CallDefaults,
 ) -> Result<(SessionConfig, uuid::Uuid, CallSetup), LoadError> {
     let mut tx = platform.db().tenant(customer_id).await?;
     let customer = repo::customers::get(&mut tx).await?;
@@ -320,7 +325,8 @@ async fn load_call(
     repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None).await?;
     repo::calls::record_stream(&mut tx, call_sid, stream_sid).await?;
     tx.commit().await?;
-    let setup = crate::providers::setup::for_call(&customer, call_sid, chrono::Utc::now());
+    let setup =
+        crate::providers::setup::for_call(&customer, call_sid, chrono::Utc::now(), None, defaults);
     let config = SessionConfig {
         greeting: customer.greeting,
         transfer_number: customer.transfer_number,

@@ -11,6 +11,8 @@
 //! - [`pipeline`]: [`CallProviders`] built from chains of those roles, with
 //!   the fault policy (budgets, retries, fallbacks, filler, apology).
 
+pub mod assemble;
+pub mod catalog;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod fake;

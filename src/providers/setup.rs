@@ -15,32 +15,60 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::prompt::{self, PromptInputs};
 use super::roles::Voice;
 use super::{CallSetup, LlmSettings};
 use crate::repo::customers::Customer;
 
-/// The setup for a call to `customer`, at `now`.
-pub fn for_call(customer: &Customer, call_sid: &str, now: DateTime<Utc>) -> CallSetup {
+/// Platform-wide defaults a tenant's settings override.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallDefaults {
+    /// The LLM model when the tenant names none.
+    pub llm_model: Option<String>,
+    /// The voice when the tenant has none.
+    pub voice_id: Option<String>,
+}
+
+/// The setup for a call to `customer`, at `now`. `caller_context` is what
+/// caller memory knows about the caller, if anything.
+pub fn for_call(
+    customer: &Customer,
+    call_sid: &str,
+    now: DateTime<Utc>,
+    caller_context: Option<&str>,
+    defaults: &CallDefaults,
+) -> CallSetup {
     let settings = &customer.provider_settings;
+    let mut llm = llm_settings(settings.get("llm"));
+    let tenant_model = settings
+        .get("llm")
+        .and_then(|l| l.get("model"))
+        .and_then(Value::as_str)
+        .is_some_and(|m| !m.trim().is_empty());
+    if let (false, Some(model)) = (tenant_model, &defaults.llm_model) {
+        llm.model = model.clone();
+    }
+    let voice_id = customer
+        .voice_id
+        .as_deref()
+        .or(defaults.voice_id.as_deref());
     CallSetup {
         customer_id: customer.customer_id,
         call_sid: call_sid.to_string(),
-        system_prompt: system_prompt(customer, now),
-        tools: Vec::new(),
-        llm: llm_settings(settings.get("llm")),
-        voice: voice(customer.voice_id.as_deref(), settings.get("tts")),
+        system_prompt: prompt::system_prompt(&PromptInputs {
+            agent_name: &customer.agent_name,
+            company_name: &customer.name,
+            personality: &customer.personality,
+            prohibited_topics: &customer.prohibited_topics,
+            caller_context,
+            now,
+            timezone: &customer.timezone,
+        }),
+        tools: prompt::standard_tools(),
+        llm,
+        voice: voice(voice_id, settings.get("tts")),
         provider_settings: settings.clone(),
     }
-}
-
-fn system_prompt(customer: &Customer, now: DateTime<Utc>) -> String {
-    format!(
-        "You are {agent}, the phone receptionist of {company}. Speak in short sentences. \
-         The time is {now} UTC.",
-        agent = customer.agent_name,
-        company = customer.name,
-        now = now.format("%Y-%m-%d %H:%M"),
-    )
 }
 
 /// Model settings, defaults where the tenant set nothing valid.

@@ -193,6 +193,7 @@ async fn setup(tdb: &TestDb) -> (CustomerId, CallContext, String) {
         endpoint: Default::default(),
         upgrade: Default::default(),
         metrics: Default::default(),
+        defaults: Default::default(),
     };
     (customer, ctx, token)
 }

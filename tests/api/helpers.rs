@@ -64,6 +64,7 @@ pub fn test_env() -> (BTreeMap<String, String>, String) {
         ("SWITCHBOARD_DATA_DIR", data_dir.display().to_string()),
         ("SWITCHBOARD_LOG_LEVEL", "warn".to_string()),
         ("SWITCHBOARD_SHUTDOWN_GRACE_SECS", "5".to_string()),
+        ("SWITCHBOARD_PROVIDERS", "fake".to_string()),
         (
             "SWITCHBOARD_DATABASE_URL",
             format!("postgres://switchboard_app@{host}/{database}"),
