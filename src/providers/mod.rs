@@ -9,6 +9,7 @@
 //! and offline models implement the same trait.
 
 pub mod fake;
+pub mod llama;
 pub mod roles;
 
 use media::endpoint::EndpointEvent;

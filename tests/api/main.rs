@@ -6,6 +6,7 @@ mod callsim;
 mod catalog;
 mod health;
 mod helpers;
+mod offline_llm;
 mod platform_api;
 mod pool;
 mod process;
