@@ -104,7 +104,8 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-fn to_message(message: WireMessage) -> Result<LlmMessage, Response> {
+/// The message, or the unknown role it has.
+fn to_message(message: WireMessage) -> Result<LlmMessage, String> {
     let text = content_text(&message.content);
     Ok(match message.role.as_str() {
         "system" | "developer" => LlmMessage::System(text),
@@ -117,13 +118,7 @@ fn to_message(message: WireMessage) -> Result<LlmMessage, Response> {
             id: message.tool_call_id.unwrap_or_default(),
             content: text,
         },
-        other => {
-            return Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                &format!("unknown message role `{other}`"),
-            ))
-        }
+        _ => return Err(message.role),
     })
 }
 
@@ -178,7 +173,13 @@ async fn chat_completions(
     for message in request.messages {
         match to_message(message) {
             Ok(message) => messages.push(message),
-            Err(response) => return response,
+            Err(role) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    &format!("unknown message role `{role}`"),
+                )
+            }
         }
     }
     let llm_request = LlmRequest {
