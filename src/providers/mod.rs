@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod deepgram;
 pub mod elevenlabs;
 pub mod fake;
+pub mod llama;
 pub mod local;
 pub mod openai;
 pub mod pipeline;

@@ -11,6 +11,7 @@ mod fake_whisper;
 mod health;
 mod helpers;
 mod llm_openai;
+mod offline_llm;
 mod offline_speech;
 mod platform_api;
 mod pool;
