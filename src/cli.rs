@@ -125,9 +125,17 @@ pub struct CallsimArgs {
 /// `switchboard demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Directory of tenant fixture files (`*.toml`).
+    /// Directory of tenant fixture files (`*.toml`); the caller audio is
+    /// read from `audio/` beside it.
     #[arg(long, value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
+    /// Providers for the demo calls: `offline` (default: local models, no
+    /// keys), `auto` (configured vendors) or `fake`.
+    #[arg(long, value_name = "MODE")]
+    pub providers: Option<String>,
+    /// Where the agent's audio is written (default `<data_dir>/demo`).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
 }
 
 /// `switchboard config …`.
@@ -336,7 +344,22 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             app.run_until_stopped(startup::shutdown_signal()).await
         }
-        Command::Demo(args) => demo::run(settings, args.fixtures).await,
+        Command::Demo(args) => {
+            let providers = args
+                .providers
+                .as_deref()
+                .map(crate::configuration::ProviderMode::parse)
+                .transpose()?;
+            demo::run(
+                settings,
+                demo::DemoOptions {
+                    fixtures: args.fixtures,
+                    providers,
+                    out_dir: args.out,
+                },
+            )
+            .await
+        }
         Command::Callsim(args) => callsim(settings, args).await,
         Command::Models(command) => crate::models::run_command(&settings.data_dir, command).await,
         other => {

@@ -1,47 +1,282 @@
-//! `switchboard demo`: the offline quick start. For now it prepares the
-//! database and the demo tenants from `fixtures/tenants/*.toml`, prints
-//! them, and exits; later work places scripted calls against them.
+//! `switchboard demo`: the offline quick start. It fetches the local
+//! models if needed, starts the server on loopback (with the private
+//! PostgreSQL cluster unless a database is configured), creates the demo
+//! tenants from `fixtures/tenants/*.toml`, and places scripted calls with
+//! the call simulator using recorded speech from `fixtures/audio`: a
+//! question and answer, a caller who interrupts the agent, and a call to
+//! the other tenant. It prints each transcript as stored and the per-turn
+//! latency table, writes the agent's audio to WAV files, and exits non-zero
+//! unless every step worked.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::configuration::Settings;
-use crate::platform::{CreateTenant, PlatformError};
-use crate::startup::Runtime;
+use crate::callsim::{self, Answer, CallReport, CallSpec, Step};
+use crate::configuration::{ProviderMode, Settings};
+use crate::platform::{CreateTenant, Platform, PlatformError};
+use crate::repo;
+use crate::startup::Application;
 
 /// The audit actor for demo changes.
 const DEMO_ACTOR: &str = "demo";
 
-/// Runs the demo; `fixtures` overrides the tenant fixture directory.
-pub async fn run(settings: Settings, fixtures: Option<PathBuf>) -> anyhow::Result<()> {
-    let dir = fixtures.unwrap_or_else(default_fixture_dir);
+/// The public URL the demo's webhooks are signed for (never resolved: the
+/// simulator connects to the loopback address it is given).
+const DEMO_PUBLIC_URL: &str = "https://demo.switchboard.invalid";
+
+/// The demo caller's number.
+const DEMO_CALLER: &str = "+14155550142";
+
+/// Options of `switchboard demo`.
+#[derive(Debug, Clone, Default)]
+pub struct DemoOptions {
+    /// Tenant fixture directory (default `fixtures/tenants`).
+    pub fixtures: Option<PathBuf>,
+    /// Provider mode; the demo defaults to `offline`.
+    pub providers: Option<ProviderMode>,
+    /// Where the agent's audio goes (default `<data_dir>/demo`).
+    pub out_dir: Option<PathBuf>,
+}
+
+/// One scripted call of the demo.
+struct Scenario {
+    title: &'static str,
+    file: &'static str,
+    tenant_number: &'static str,
+    script: Vec<Step>,
+}
+
+/// Runs the demo.
+pub async fn run(mut settings: Settings, options: DemoOptions) -> anyhow::Result<()> {
+    let dir = options.fixtures.clone().unwrap_or_else(default_fixture_dir);
     let tenants = load_fixtures(&dir)?;
+    let audio_dir = dir
+        .parent()
+        .map(|p| p.join("audio"))
+        .unwrap_or_else(|| PathBuf::from("fixtures/audio"));
+    let scenarios = scenarios(&audio_dir)?;
+
+    settings.providers = options.providers.unwrap_or(ProviderMode::Offline);
+    if settings.providers != ProviderMode::Fake {
+        println!("Switchboard demo: checking the local models (the first run downloads ~150 MB)…");
+        for name in ["moonshine", "smollm2"] {
+            let data_dir = settings.data_dir.clone();
+            tokio::task::spawn_blocking(move || crate::models::ensure(&data_dir, name))
+                .await
+                .context("the model download task failed")?
+                .with_context(|| format!("could not fetch the {name} model"))?;
+        }
+    }
+    settings.listen = "127.0.0.1:0".parse().context("loopback address")?;
+    settings.public_url = crate::configuration::url_base::BaseUrl::parse(DEMO_PUBLIC_URL)
+        .map_err(|e| anyhow::anyhow!("demo public URL: {e}"))?;
+    settings.shutdown_grace = Duration::from_secs(5);
+    if settings.twilio.account_sid.is_none() {
+        // A stand-in platform account: the simulator signs webhooks with
+        // it exactly as Twilio would.
+        settings.twilio.account_sid = Some(format!("AC{}", "d".repeat(32)));
+        settings.twilio.auth_token = Some(SecretString::from(format!(
+            "demo-{}",
+            uuid::Uuid::new_v4().simple()
+        )));
+    }
+    let account_sid = settings.twilio.account_sid.clone().unwrap_or_default();
+    let auth_token = settings
+        .twilio
+        .auth_token
+        .as_ref()
+        .map(|t| t.expose_secret().to_string())
+        .unwrap_or_default();
+    let out_dir = options
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| settings.data_dir.join("demo"));
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+
     if settings.uses_private_cluster() {
         println!(
-            "Switchboard demo: starting the private PostgreSQL cluster in {} (the first run initialises it)…",
-            settings.data_dir.join("postgres").display()
+            "Starting the server (private PostgreSQL cluster in {}; providers: {})…",
+            settings.data_dir.join("postgres").display(),
+            settings.providers.as_str()
         );
     } else {
-        println!("Switchboard demo: preparing the configured database…");
+        println!(
+            "Starting the server (configured database; providers: {})…",
+            settings.providers.as_str()
+        );
     }
-    let runtime = Runtime::open(&settings).await?;
-    let result = create_all(&runtime, tenants).await;
-    runtime.close().await?;
-    result?;
-    println!("\nDemo tenants are ready. Next: `switchboard tenant list`, or `switchboard serve` and GET /healthz.");
+    let app = Application::build(settings).await?;
+    let addr = app.local_addr()?;
+    let state = app.state();
+    create_all(&state.platform, tenants).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stop_rx.await;
+    }));
+    println!("Server listening on {addr}.");
+
+    let mut failures = Vec::new();
+    for (i, scenario) in scenarios.into_iter().enumerate() {
+        println!("\n== Call {}: {}", i + 1, scenario.title);
+        let spec = CallSpec {
+            server: format!("http://{addr}"),
+            public_url: DEMO_PUBLIC_URL.to_string(),
+            account_sid: account_sid.clone(),
+            auth_token: auth_token.clone(),
+            from: DEMO_CALLER.to_string(),
+            to: scenario.tenant_number.to_string(),
+            call_sid: format!("CA{}", uuid::Uuid::new_v4().simple()),
+            script: scenario.script,
+            fuzz: 0,
+        };
+        match call(&state.platform, &spec, &out_dir, scenario.file).await {
+            Ok(()) => {}
+            Err(error) => {
+                println!("  FAILED: {error:#}");
+                failures.push(format!("call {} ({}): {error:#}", i + 1, scenario.title));
+            }
+        }
+    }
+
+    let _ = stop_tx.send(());
+    server
+        .await
+        .context("the server task failed")?
+        .context("the server failed")?;
+    if failures.is_empty() {
+        println!("\nEvery demo call worked. Agent audio is in {}.", out_dir.display());
+        Ok(())
+    } else {
+        anyhow::bail!("{} demo call(s) failed:\n  {}", failures.len(), failures.join("\n  "))
+    }
+}
+
+fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
+    let clip = |name: &str| -> anyhow::Result<Vec<u8>> {
+        let path = audio.join(format!("{name}.wav"));
+        callsim::load_ulaw(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let greeting = Step::WaitAgent {
+        timeout: Duration::from_secs(20),
+    };
+    let answer = || Step::WaitAgent {
+        timeout: Duration::from_secs(40),
+    };
+    Ok(vec![
+        Scenario {
+            title: "a question and its answer (insurance agency)",
+            file: "call1-question.wav",
+            tenant_number: "+18005551212",
+            script: vec![greeting.clone(), Step::Say(clip("question")?), answer(), Step::Hangup],
+        },
+        Scenario {
+            title: "the caller interrupts the agent (insurance agency)",
+            file: "call2-interruption.wav",
+            tenant_number: "+18005551212",
+            script: vec![
+                greeting.clone(),
+                Step::Say(clip("greeting_reply")?),
+                Step::WaitAgentStart {
+                    timeout: Duration::from_secs(40),
+                },
+                Step::Interrupt {
+                    audio: clip("interruption")?,
+                },
+                answer(),
+                Step::Hangup,
+            ],
+        },
+        Scenario {
+            title: "a call to the other tenant (real-estate office)",
+            file: "call3-other-tenant.wav",
+            tenant_number: "+16195550123",
+            script: vec![greeting, Step::Say(clip("question")?), answer(), Step::Hangup],
+        },
+    ])
+}
+
+/// Places one call, prints what happened, writes the agent's audio.
+async fn call(platform: &Platform, spec: &CallSpec, out_dir: &Path, file: &str) -> anyhow::Result<()> {
+    let report = callsim::place_call(spec).await?;
+    if report.answer != Some(Answer::Streamed) {
+        anyhow::bail!("the call was not answered with a media stream: {}", report.twiml);
+    }
+    let wav = out_dir.join(file);
+    media::wav::write_ulaw(&wav, &report.agent_audio)
+        .with_context(|| format!("could not write {}", wav.display()))?;
+    let turns = stored_transcript(platform, spec).await?;
+    println!("  transcript (as stored):");
+    for turn in &turns {
+        let cut = if turn.interrupted { " [interrupted]" } else { "" };
+        println!("    {:<7} {}{cut}", turn.speaker, turn.text);
+    }
+    print!("{}", indent(&callsim::render_report(&report)));
+    println!("  agent audio: {} ({:.1} s)", wav.display(), report.agent_audio.len() as f64 / 8_000.0);
+    check(&report, &turns)
+}
+
+/// What must hold for a demo call to count as working.
+fn check(report: &CallReport, turns: &[repo::turns::Turn]) -> anyhow::Result<()> {
+    if !report.off_spec.is_empty() {
+        anyhow::bail!("{} off-spec frames from the server", report.off_spec.len());
+    }
+    let caller: Vec<_> = turns.iter().filter(|t| t.speaker == "caller").collect();
+    let agent: Vec<_> = turns.iter().filter(|t| t.speaker == "agent").collect();
+    if caller.iter().all(|t| t.text.trim().is_empty()) {
+        anyhow::bail!("nothing the caller said was transcribed");
+    }
+    if agent.len() < 2 {
+        anyhow::bail!("the agent did not answer the caller (only {} agent turn(s))", agent.len());
+    }
+    if report.turns.iter().all(|t| t.first_agent_audio.is_none()) {
+        anyhow::bail!("no agent audio followed the caller's turn");
+    }
+    if turns.iter().any(|t| t.speaker == "system" && t.text.starts_with("provider failure")) {
+        anyhow::bail!("a provider failed during the call (see the transcript)");
+    }
     Ok(())
 }
 
-async fn create_all(
-    runtime: &Runtime,
-    tenants: Vec<(PathBuf, CreateTenant)>,
-) -> anyhow::Result<()> {
+/// The call's transcript rows, once the server has finished writing them.
+async fn stored_transcript(
+    platform: &Platform,
+    spec: &CallSpec,
+) -> anyhow::Result<Vec<repo::turns::Turn>> {
+    let customer = crate::db::directory::resolve_number(platform.db(), &spec.to)
+        .await?
+        .context("the demo number has no tenant")?
+        .customer_id;
+    for _ in 0..50 {
+        let mut tx = platform.db().tenant(customer).await?;
+        let call = repo::calls::get_by_sid(&mut tx, &spec.call_sid).await?;
+        let done = call.as_ref().is_some_and(|c| c.end_reason.is_some());
+        let turns = match &call {
+            Some(c) => repo::turns::list(&mut tx, c.call_id).await?,
+            None => Vec::new(),
+        };
+        tx.commit().await?;
+        if done {
+            return Ok(turns);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the call's transcript was not complete after 5 s")
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+async fn create_all(platform: &Platform, tenants: Vec<(PathBuf, CreateTenant)>) -> anyhow::Result<()> {
     for (path, tenant) in tenants {
         let slug = tenant.slug.clone();
-        match runtime.platform.create_tenant(DEMO_ACTOR, tenant).await {
+        match platform.create_tenant(DEMO_ACTOR, tenant).await {
             Ok(created) => println!(
-                "  created {:<14} {} [{}] numbers: {}",
+                "  created tenant {:<14} {} [{}] numbers: {}",
                 created.customer.slug,
                 created.customer.name,
                 created.customer.template_slug,
@@ -52,18 +287,12 @@ async fn create_all(
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Err(PlatformError::Conflict(_)) => println!("  kept    {slug:<14} (already present)"),
+            Err(PlatformError::Conflict(_)) => println!("  kept tenant    {slug:<14} (already present)"),
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("could not create the tenant in {}", path.display()))
             }
         }
-    }
-    for t in runtime.platform.list_tenants().await? {
-        println!(
-            "  tenant  {:<14} {:<30} status={} numbers={}",
-            t.slug, t.name, t.status, t.numbers
-        );
     }
     Ok(())
 }

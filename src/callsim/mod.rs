@@ -31,6 +31,10 @@ use crate::twilio::signature;
 /// underrun; a longer silence is a new answer.
 const UNDERRUN_WINDOW: Duration = Duration::from_millis(400);
 
+/// How long the agent must have been silent before a waiting caller takes
+/// its turn to be over.
+const AGENT_DONE_QUIET: Duration = Duration::from_millis(700);
+
 /// Where and how to place a call.
 #[derive(Debug, Clone)]
 pub struct CallSpec {
@@ -393,6 +397,10 @@ async fn run_stream(
     let mut steps: VecDeque<Step> = spec.script.iter().cloned().collect();
     let mut current: Option<(Step, usize)> = None;
     let mut waiting_since: Option<Instant> = None;
+    // Agent audio bytes received when the current wait began, and since
+    // when Twilio's buffer has been dry.
+    let mut audio_at_wait = 0usize;
+    let mut quiet_since: Option<Instant> = None;
     let mut dry_since: Option<Instant> = None;
     let mut stopping = false;
     let mut fuzz_left = spec.fuzz;
@@ -495,10 +503,18 @@ async fn run_stream(
                     if let Some((step, _)) = &current {
                         match step {
                             Step::Interrupt { .. } => report.barge_ins.push(BargeIn { onset: elapsed, clear: None }),
-                            Step::WaitAgent { .. } | Step::WaitAgentStart { .. } => waiting_since = Some(Instant::now()),
+                            Step::WaitAgent { .. } | Step::WaitAgentStart { .. } => {
+                                waiting_since = Some(Instant::now());
+                                audio_at_wait = report.agent_audio.len();
+                            }
                             _ => {}
                         }
                     }
+                }
+                if playout.is_playing() {
+                    quiet_since = None;
+                } else {
+                    quiet_since.get_or_insert_with(Instant::now);
                 }
                 let mut finished = false;
                 match current.as_mut() {
@@ -528,10 +544,14 @@ async fn run_stream(
                         finished = *pos as u128 >= d.as_millis();
                     }
                     Some((Step::WaitAgent { timeout }, _)) => {
-                        // Done once the agent spoke and Twilio's buffer ran dry.
-                        let spoke = report.turns.last().is_none_or(|t| t.first_agent_audio.is_some());
+                        // Done once the agent spoke during this wait and has
+                        // been quiet for a beat, as a person would wait: a
+                        // short gap between two of the agent's sentences is
+                        // not the end of its turn.
+                        let spoke = report.agent_audio.len() > audio_at_wait;
                         let waited = waiting_since.map(|s| s.elapsed()).unwrap_or_default();
-                        finished = (spoke && !playout.is_playing() && waited > Duration::from_millis(200)) || waited >= *timeout;
+                        let quiet = quiet_since.map(|s| s.elapsed()).unwrap_or_default();
+                        finished = (spoke && quiet >= AGENT_DONE_QUIET) || waited >= *timeout;
                     }
                     Some((Step::Dtmf(digit), _)) => {
                         let dtmf = send(json!({"event": "dtmf", "streamSid": stream_sid, "dtmf": {"track": "inbound_track", "digit": digit.to_string()}}));

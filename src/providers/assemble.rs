@@ -6,13 +6,16 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use futures_util::StreamExt;
 
 use super::catalog::{AutoChains, LocalModels, VendorAccounts};
 use super::fake::FakeFactory;
 use super::local::flite::{FliteConfig, FliteTts};
 use super::local::moonshine::{MoonshineConfig, MoonshineStt};
 use super::pipeline::{FixedChains, PipelineFactory};
-use super::roles::{SpeechToText, TextToSpeech};
+use super::llama::{LlamaConfig, LocalLlm};
+use super::openai::{OpenAiConfig, OpenAiLlm};
+use super::roles::{LanguageModel, SpeechToText, TextToSpeech};
 use super::ProviderFactory;
 use crate::configuration::{ProviderMode, Settings};
 use crate::metrics::Metrics;
@@ -101,13 +104,102 @@ pub async fn load_local(data_dir: &Path) -> LocalModels {
                 None
             }
         };
-        (stt, tts)
+        let llm = match models::installed(&data_dir, &models::SMOLLM2) {
+            Some(dir) => match LocalLlm::load(LlamaConfig::new(dir.join(models::SMOLLM2_GGUF))) {
+                Ok(llm) => Some(Arc::new(llm)),
+                Err(error) => {
+                    tracing::warn!(%error, "SmolLM2 could not be loaded");
+                    None
+                }
+            },
+            None => {
+                tracing::info!("SmolLM2 is not installed (`switchboard models fetch`)");
+                None
+            }
+        };
+        (stt, tts, llm)
     })
     .await;
-    let (stt, tts) = loaded.unwrap_or((None, None));
-    LocalModels {
-        stt,
-        llm: None,
-        tts,
+    let (stt, tts, llm) = loaded.unwrap_or((None, None, None));
+    let llm = match llm {
+        Some(llm) => serve_local_llm(llm).await,
+        None => None,
+    };
+    LocalModels { stt, llm, tts }
+}
+
+/// Serves SmolLM2 behind its own OpenAI-compatible endpoint on a loopback
+/// port, and returns the production OpenAI client pointed at it: offline
+/// calls exercise the same LLM client (streaming, SSE parsing, tool
+/// plumbing) as calls to a vendor.
+async fn serve_local_llm(llm: Arc<LocalLlm>) -> Option<Arc<dyn LanguageModel>> {
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", 0)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%error, "could not bind the local LLM endpoint");
+            return None;
+        }
+    };
+    let addr = listener.local_addr().ok()?;
+    let router = super::llama::http::router(llm);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, router).await {
+            tracing::error!(%error, "the local LLM endpoint stopped");
+        }
+    });
+    let base = url::Url::parse(&format!("http://{addr}/v1")).ok()?;
+    tracing::info!(%base, "local LLM (SmolLM2) serving an OpenAI-compatible endpoint");
+    match OpenAiLlm::new(OpenAiConfig::with_base_url(base)) {
+        Ok(client) => Some(Arc::new(Renamed {
+            name: "smollm2",
+            inner: client,
+        })),
+        Err(error) => {
+            tracing::warn!(%error, "could not build the local LLM client");
+            None
+        }
+    }
+}
+
+/// A model client reported under another name (the local endpoint's client
+/// is the OpenAI one, but metrics and logs should say `smollm2`).
+struct Renamed<T> {
+    name: &'static str,
+    inner: T,
+}
+
+impl<T: LanguageModel> LanguageModel for Renamed<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn stream(
+        &self,
+        request: super::roles::LlmRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<super::roles::LlmStream, super::roles::ProviderError>>
+    {
+        let name = self.name;
+        let stream = self.inner.stream(request);
+        Box::pin(async move {
+            let events = stream.await.map_err(|e| rename(e, name))?;
+            let renamed: super::roles::LlmStream =
+                Box::pin(events.map(move |item| item.map_err(|e| rename(e, name))));
+            Ok(renamed)
+        })
+    }
+}
+
+/// The same error, attributed to `name`.
+fn rename(error: super::roles::ProviderError, name: &'static str) -> super::roles::ProviderError {
+    use super::roles::ProviderError as E;
+    match error {
+        E::Unauthorized { message, .. } => E::Unauthorized { provider: name, message },
+        E::RateLimited { retry_after, .. } => E::RateLimited { provider: name, retry_after },
+        E::Server { status, message, .. } => E::Server { provider: name, status, message },
+        E::Rejected { status, message, .. } => E::Rejected { provider: name, status, message },
+        E::Network { message, .. } => E::Network { provider: name, message },
+        E::Protocol { message, .. } => E::Protocol { provider: name, message },
+        E::Timeout { budget, .. } => E::Timeout { provider: name, budget },
+        E::Unavailable { message, .. } => E::Unavailable { provider: name, message },
     }
 }

@@ -61,6 +61,23 @@ pub struct Budgets {
     pub tool_result: Duration,
 }
 
+impl Budgets {
+    /// The budget of the provider at `index` of a chain of `len`: the last
+    /// one has nobody to hand over to, so it gets [`LAST_RESORT_FACTOR`]
+    /// times longer before the caller hears an apology instead.
+    pub fn for_position(&self, budget: Duration, index: usize, len: usize) -> Duration {
+        if index + 1 >= len {
+            budget * LAST_RESORT_FACTOR
+        } else {
+            budget
+        }
+    }
+}
+
+/// How much longer the last provider of a chain may take (see
+/// [`Budgets::for_position`]).
+pub const LAST_RESORT_FACTOR: u32 = 3;
+
 impl Default for Budgets {
     fn default() -> Self {
         Self {
@@ -282,6 +299,10 @@ impl CallProviders for PipelineCall {
     }
 
     fn speak(&mut self, turn: u32, text: String, last: bool, cancel: CancellationToken) {
+        if cancel.is_cancelled() {
+            // Already interrupted: nothing of it may be synthesised.
+            return;
+        }
         self.watch_turn(turn, &cancel);
         let _ = self.tts.send(TtsCommand::Text { turn, text, last });
     }
@@ -384,7 +405,8 @@ async fn stt_supervisor(
                     }
                     SttInput::UtteranceEnded { is_short, .. } => {
                         if !is_short {
-                            awaiting = Some((Instant::now() + budgets.stt_final, message.clone()));
+                            let budget = budgets.for_position(budgets.stt_final, index, chain.len());
+                            awaiting = Some((Instant::now() + budget, message.clone()));
                         }
                     }
                 }
@@ -415,7 +437,7 @@ async fn stt_supervisor(
             },
             () = sleep_until(deadline) => Some(ProviderError::Timeout {
                 provider: actor.name,
-                budget: budgets.stt_final,
+                budget: budgets.for_position(budgets.stt_final, index, chain.len()),
             }),
         };
         let Some(error) = failure else { continue };
@@ -449,7 +471,8 @@ async fn stt_supervisor(
         }
         if let Some((_, ended)) = awaiting.take() {
             let _ = actor.input.try_send(ended.clone());
-            awaiting = Some((Instant::now() + budgets.stt_final, ended));
+            let budget = budgets.for_position(budgets.stt_final, index, chain.len());
+            awaiting = Some((Instant::now() + budget, ended));
         }
     }
 }
@@ -583,7 +606,11 @@ async fn stream_with_failover(
         provider: "llm",
         message: "no language model is configured".into(),
     };
-    for provider in &shared.chain {
+    let len = shared.chain.len();
+    for (index, provider) in shared.chain.iter().enumerate() {
+        let budget = shared
+            .budgets
+            .for_position(shared.budgets.llm_first_token, index, len);
         for attempt in 0..2 {
             let result = stream_once(
                 shared,
@@ -591,6 +618,7 @@ async fn stream_with_failover(
                 turn,
                 &request,
                 started,
+                budget,
                 said_anything,
             )
             .await;
@@ -628,9 +656,10 @@ async fn stream_once(
     turn: u32,
     request: &LlmRequest,
     started: Instant,
+    budget: Duration,
     said_anything: &mut bool,
 ) -> Result<(String, Vec<ToolCall>), (ProviderError, bool)> {
-    let budget = shared.budgets.llm_first_token;
+    
     let filler_at = started + shared.budgets.filler_after;
     let timeout = |_: tokio::time::error::Elapsed| ProviderError::Timeout {
         provider: provider.name(),
@@ -778,12 +807,13 @@ async fn tts_supervisor(
     let mut turns: BTreeMap<u32, TurnState> = BTreeMap::new();
     loop {
         // The earliest turn still waiting for its first audio.
+        let tts_budget = budgets.for_position(budgets.tts_first_byte, index, chain.len());
         let deadline = turns
             .values()
             .filter(|t| t.audio_bytes == 0 && !t.done)
             .filter_map(|t| t.first_text_at)
             .min()
-            .map(|at| at + budgets.tts_first_byte);
+            .map(|at| at + tts_budget);
         let failed: Option<(u32, ProviderError)> = tokio::select! {
             command = commands.recv() => {
                 let Some(command) = command else { break };
@@ -861,7 +891,7 @@ async fn tts_supervisor(
                 .find(|(_, t)| t.audio_bytes == 0 && !t.done && t.first_text_at.is_some())
                 .map(|(turn, _)| (*turn, ProviderError::Timeout {
                     provider: actor.as_ref().map_or("tts", |a| a.name),
-                    budget: budgets.tts_first_byte,
+                    budget: tts_budget,
                 })),
         };
         // Finished turns are forgotten.

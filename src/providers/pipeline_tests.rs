@@ -448,11 +448,17 @@ async fn when_every_synthesiser_fails_the_turn_fails_and_cancelled_turns_stay_qu
         i,
         Input::TtsAudio { turn: 4, .. } | Input::TtsDone { turn: 4 }
     )));
+    // An already-cancelled turn never reaches the synthesiser; one
+    // cancelled mid-way is cancelled there too.
+    let interrupted = CancellationToken::new();
+    call.speak(6, "Cut short.".into(), false, interrupted.clone());
+    interrupted.cancel();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    assert!(seen
-        .lock()
-        .expect("lock")
-        .contains(&TtsInput::Cancel { turn: 4 }));
+    let seen = seen.lock().expect("lock");
+    assert!(!seen
+        .iter()
+        .any(|m| matches!(m, TtsInput::Text { turn: 4, .. })));
+    assert!(seen.contains(&TtsInput::Cancel { turn: 6 }));
 }
 
 fn utterance(call: &mut PipelineCall, frames: u64) {

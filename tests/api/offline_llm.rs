@@ -2,9 +2,9 @@
 //! real: direct streaming through `LanguageModel`, and the OpenAI-compatible
 //! endpoint over loopback HTTP.
 //!
-//! The GGUF file is taken from `SWITCHBOARD_SMOLLM2_GGUF`, else from
-//! `<data dir>/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` (data dir:
-//! `SWITCHBOARD_DATA_DIR`, default `.switchboard`). When it is missing the
+//! The GGUF file is taken from `SWITCHBOARD_SMOLLM2_GGUF`, else from where
+//! `switchboard models fetch` installs it under the data dir
+//! (`SWITCHBOARD_DATA_DIR`, default the checkout's `.switchboard`). When it is missing the
 //! tests print why and pass, unless `SWITCHBOARD_REQUIRE_MODELS` is set,
 //! in which case they fail.
 
@@ -22,13 +22,15 @@ const RECEPTIONIST: &str = "You are the friendly receptionist of Bright Smile De
 
 /// The model file, or `None` (after saying so) when the tests should skip.
 fn model_path() -> Option<PathBuf> {
+    let data_dir = std::env::var_os("SWITCHBOARD_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".switchboard"));
     let path = std::env::var_os("SWITCHBOARD_SMOLLM2_GGUF")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            std::env::var_os("SWITCHBOARD_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(".switchboard"))
-                .join("models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+            switchboard::models::install_dir(&data_dir, &switchboard::models::SMOLLM2)
+                .join(switchboard::models::SMOLLM2_GGUF)
         });
     if path.is_file() {
         return Some(path);
