@@ -136,6 +136,10 @@ pub struct DemoArgs {
     /// Where the agent's audio is written (default `<data_dir>/demo`).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Benchmark instead: one call of N caller turns, then voice-to-voice
+    /// latency p50/p95 (end of caller speech → first agent audio).
+    #[arg(long, value_name = "N")]
+    pub bench_turns: Option<usize>,
 }
 
 /// `switchboard config …`.
@@ -356,6 +360,7 @@ async fn execute(command: Command, settings: Settings) -> anyhow::Result<()> {
                     fixtures: args.fixtures,
                     providers,
                     out_dir: args.out,
+                    bench_turns: args.bench_turns,
                 },
             )
             .await
