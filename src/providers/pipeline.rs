@@ -192,6 +192,15 @@ struct Meter {
     stt_frames: AtomicU64,
 }
 
+impl Meter {
+    fn tokens(&self, usage: super::roles::TokenUsage) {
+        self.prompt_tokens
+            .fetch_add(u64::from(usage.prompt), Ordering::Relaxed);
+        self.completion_tokens
+            .fetch_add(u64::from(usage.completion), Ordering::Relaxed);
+    }
+}
+
 /// One call's providers.
 pub struct PipelineCall {
     stt: mpsc::Sender<SttInput>,
@@ -726,32 +735,9 @@ async fn stream_once(
                 }
             }
             Some(Ok(LlmEvent::ToolCall(call))) => calls.push(call),
-            Some(Ok(LlmEvent::Usage(usage))) => {
-                shared
-                    .meter
-                    .prompt_tokens
-                    .fetch_add(u64::from(usage.prompt), Ordering::Relaxed);
-                shared
-                    .meter
-                    .completion_tokens
-                    .fetch_add(u64::from(usage.completion), Ordering::Relaxed);
-            }
+            Some(Ok(LlmEvent::Usage(usage))) => shared.meter.tokens(usage),
             Some(Ok(LlmEvent::Done { .. })) => {
-                // Usage may still follow the finish; a short grace read.
-                while let Ok(Some(Ok(event))) =
-                    tokio::time::timeout(Duration::from_millis(50), stream.next()).await
-                {
-                    if let LlmEvent::Usage(usage) = event {
-                        shared
-                            .meter
-                            .prompt_tokens
-                            .fetch_add(u64::from(usage.prompt), Ordering::Relaxed);
-                        shared
-                            .meter
-                            .completion_tokens
-                            .fetch_add(u64::from(usage.completion), Ordering::Relaxed);
-                    }
-                }
+                // Clients report usage before the finish (see LlmEvent).
                 return Ok((text, calls));
             }
         }

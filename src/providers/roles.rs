@@ -279,7 +279,8 @@ pub struct TokenUsage {
     pub completion: u32,
 }
 
-/// What a streaming completion yields.
+/// What a streaming completion yields, in this order: text and tool calls
+/// as they come, `Usage` (when the server reports it), then `Done`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum LlmEvent {
     /// More reply text.
