@@ -183,8 +183,13 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
     let greeting = Step::WaitAgent {
         timeout: Duration::from_secs(20),
     };
+    // The answer, and then a little longer: when the model is slow the
+    // caller first hears "One moment." and the answer after a pause.
     let answer = || Step::WaitAgent {
         timeout: Duration::from_secs(40),
+    };
+    let rest = || Step::WaitAgent {
+        timeout: Duration::from_secs(4),
     };
     Ok(vec![
         Scenario {
@@ -195,6 +200,7 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
                 greeting.clone(),
                 Step::Say(clip("question")?),
                 answer(),
+                rest(),
                 Step::Hangup,
             ],
         },
@@ -212,6 +218,7 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
                     audio: clip("interruption")?,
                 },
                 answer(),
+                rest(),
                 Step::Hangup,
             ],
         },
@@ -223,6 +230,7 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
                 greeting,
                 Step::Say(clip("question")?),
                 answer(),
+                rest(),
                 Step::Hangup,
             ],
         },
