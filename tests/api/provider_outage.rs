@@ -225,7 +225,9 @@ fn script() -> Vec<Step> {
         wait(),
         Step::Say(clip("greeting_reply.wav")),
         wait(),
-        // Long enough for Deepgram's client to give up reconnecting.
+        // Longer than Deepgram's client takes to give up reconnecting
+        // (handshakes refused; retries after 0, 0.25, 0.5, 1 and 2 s), so
+        // the next turn is Whisper's from its start.
         Step::Silence(Duration::from_secs(5)),
         Step::Say(clip("question.wav")),
         wait(),
@@ -412,6 +414,11 @@ async fn openai_dies_mid_call_and_the_caller_hears_the_apology() {
 
 #[tokio::test]
 async fn elevenlabs_dies_mid_call_and_flite_speaks() {
+    // flite is the TTS chain's last link: without it this case has no
+    // fallback to hear (Debian: flite1-dev, installed here and in CI).
+    if let Err(error) = switchboard::providers::local::flite::FliteTts::load(&Default::default()) {
+        panic!("this test needs libflite (apt-get install flite1-dev): {error}");
+    }
     let vendors = Vendors::start(vec![answer(), answer(), answer()]).await;
     for n in 1..=3 {
         vendors.deepgram_transcribes(n, Vec::new());
