@@ -97,6 +97,13 @@ pub enum Input {
         /// What failed, for the transcript.
         reason: String,
     },
+    /// A provider failed and the next one of its chain took over: the
+    /// caller is still served, so nothing changes but the transcript, which
+    /// notes the failure.
+    ProviderFallback {
+        /// What failed and what took over, for the transcript.
+        reason: String,
+    },
     /// Twilio echoed a mark.
     Mark {
         /// The mark's name.
@@ -505,6 +512,14 @@ impl CallSession {
                 }
             }
             Input::TurnFailed { turn, reason } => self.on_failure(turn, &reason, now),
+            Input::ProviderFallback { reason } => self.persist(
+                Speaker::System,
+                format!("provider failure: {reason}"),
+                false,
+                ms(now),
+                ms(now),
+                TurnTimings::default(),
+            ),
             Input::Mark { name } => {
                 // Flushed echoes (of a cleared turn) and unknown names change
                 // nothing; played ones free room in Twilio's buffer.

@@ -711,6 +711,35 @@ fn a_provider_failure_before_audio_is_answered_with_an_apology() {
 }
 
 #[test]
+fn a_provider_fallback_is_noted_in_the_transcript_and_the_turn_goes_on() {
+    let mut sim = Sim::new(greeting_config());
+    sim.advance(Duration::from_secs(3));
+    sim.llm_silent = true;
+    sim.say_caller("Can you check my claim?");
+    sim.input(Input::ProviderFallback {
+        reason: "tts-a: 503; tts-b takes over".into(),
+    });
+    sim.input(Input::LlmText {
+        turn: 2,
+        delta: "Let me look.".into(),
+    });
+    sim.input(Input::LlmDone { turn: 2 });
+    sim.advance(Duration::from_secs(3));
+    assert!(sim
+        .transcript()
+        .iter()
+        .any(|e| e.speaker == Speaker::System && e.text.contains("tts-b takes over")));
+    assert!(sim
+        .tts_text
+        .iter()
+        .all(|(_, s)| !s.starts_with("I'm sorry")));
+    assert!(sim
+        .transcript()
+        .iter()
+        .any(|e| e.speaker == Speaker::Agent && e.text == "Let me look."));
+}
+
+#[test]
 fn tool_calls_end_or_transfer_after_the_words_are_heard() {
     let mut sim = Sim::new(greeting_config());
     sim.advance(Duration::from_secs(3));

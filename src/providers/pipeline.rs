@@ -22,8 +22,9 @@
 //!   to the session, which lets what exists play out.
 //!
 //! When a whole chain fails the session receives [`Input::TurnFailed`] and
-//! speaks the tenant's apology. Every failure and fallback is counted in
-//! [`Metrics`].
+//! speaks the tenant's apology; when the next provider of a chain takes
+//! over, the session hears [`Input::ProviderFallback`] (for the
+//! transcript). Every failure and fallback is counted in [`Metrics`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -472,6 +473,11 @@ async fn stt_supervisor(
             }
             // Start over from the first choice: outages are often short.
             index = 0;
+        } else {
+            let reason = format!("{error}; {} takes over", chain[index].name());
+            if !send(&events, Input::ProviderFallback { reason }).await {
+                break;
+            }
         }
         actor = start_stt(&chain[index]);
         // The new provider hears the utterance the old one lost.
@@ -616,10 +622,10 @@ async fn stream_with_failover(
         message: "no language model is configured".into(),
     };
     let len = shared.chain.len();
-    for (index, provider) in shared.chain.iter().enumerate() {
+    for (position, provider) in shared.chain.iter().enumerate() {
         let budget = shared
             .budgets
-            .for_position(shared.budgets.llm_first_token, index, len);
+            .for_position(shared.budgets.llm_first_token, position, len);
         for attempt in 0..2 {
             let result = stream_once(
                 shared,
@@ -653,6 +659,10 @@ async fn stream_with_failover(
             }
         }
         shared.metrics.fallback(provider.name(), "llm");
+        if let Some(next) = shared.chain.get(position + 1) {
+            let reason = format!("{last_error}; {} takes over", next.name());
+            let _ = send(&shared.events, Input::ProviderFallback { reason }).await;
+        }
     }
     Err(last_error)
 }
@@ -918,6 +928,10 @@ async fn tts_supervisor(
         let Some(next) = chain.get(index).map(|p| start_tts(p, &voice)) else {
             continue;
         };
+        let reason = format!("{error}; {} takes over", next.name);
+        if !send(&events, Input::ProviderFallback { reason }).await {
+            break;
+        }
         for (id, pending) in turns.iter_mut().filter(|(_, t)| !t.done) {
             pending.first_text_at = Some(Instant::now());
             let _ = next

@@ -4,8 +4,9 @@
 //! Deepgram's error body otherwise), binary audio recorded byte for byte,
 //! every text control message recorded, `Metadata` and a close after
 //! `CloseStream`. Scripted rules send `Results`, `SpeechStarted`,
-//! `UtteranceEnd`, `Error`, malformed frames, or drop the TCP connection
-//! when a connection has received N audio bytes or a control message.
+//! `UtteranceEnd`, `Error`, malformed frames, drop the TCP connection, or
+//! take the whole vendor down (later handshakes answered 503) when a
+//! connection has received N audio bytes or its (n-th) `Finalize`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -32,6 +33,9 @@ pub enum Trigger {
     AudioBytes(usize),
     /// A `{"type":"Finalize"}` arrived.
     Finalize,
+    /// The connection's `n`-th `Finalize` (1-based) arrived: one rule per
+    /// caller turn on a long-lived connection.
+    NthFinalize(usize),
 }
 
 /// What the fake does when a rule fires.
@@ -45,6 +49,9 @@ pub enum Action {
     SendBinary(Vec<u8>),
     /// Drop the TCP connection without a close handshake.
     Drop,
+    /// The vendor goes down: this connection drops without a close
+    /// handshake and every later handshake is answered 503.
+    GoDown,
 }
 
 /// A scripted reaction.
@@ -70,6 +77,8 @@ pub struct Connection {
     pub audio_messages: usize,
     /// Text messages received, in order.
     pub controls: Vec<String>,
+    /// `Finalize` messages received.
+    pub finalizes: usize,
     /// The connection is over (either side).
     pub ended: bool,
 }
@@ -106,6 +115,8 @@ pub struct State {
     fail_handshakes: VecDeque<u16>,
     /// Hold the next TCP connection before its handshake.
     hold_next: bool,
+    /// The vendor is down ([`Action::GoDown`]): handshakes get 503.
+    down: bool,
     /// Each rule with the connections it already fired on.
     rules: Vec<(Rule, Vec<usize>)>,
 }
@@ -283,6 +294,12 @@ async fn serve(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
             s.authorizations.push(auth.clone());
+            if s.down {
+                return Err(error_response(
+                    503,
+                    json!({"err_code": "SERVICE_UNAVAILABLE", "err_msg": "service unavailable"}),
+                ));
+            }
             if let Some(status) = s.fail_handshakes.pop_front() {
                 return Err(error_response(
                     status,
@@ -353,6 +370,7 @@ async fn serve(
 fn due(state: &Mutex<State>, index: usize, finalize: bool) -> Vec<Action> {
     let mut s = state.lock().expect("state");
     let received = s.connections.get(index).map_or(0, |c| c.audio.len());
+    let finalizes = s.connections.get(index).map_or(0, |c| c.finalizes);
     let mut actions = Vec::new();
     for (rule, fired_on) in &mut s.rules {
         if fired_on.contains(&index) || rule.connection.is_some_and(|c| c != index) {
@@ -361,6 +379,7 @@ fn due(state: &Mutex<State>, index: usize, finalize: bool) -> Vec<Action> {
         let now = match rule.trigger {
             Trigger::AudioBytes(n) => received >= n,
             Trigger::Finalize => finalize,
+            Trigger::NthFinalize(n) => finalize && finalizes == n,
         };
         if now {
             fired_on.push(index);
@@ -371,13 +390,21 @@ fn due(state: &Mutex<State>, index: usize, finalize: bool) -> Vec<Action> {
 }
 
 /// Runs the actions; false once the connection was dropped.
-async fn act(socket: &mut WebSocketStream<TcpStream>, actions: Vec<Action>) -> bool {
+async fn act(
+    socket: &mut WebSocketStream<TcpStream>,
+    state: &Mutex<State>,
+    actions: Vec<Action>,
+) -> bool {
     for action in actions {
         let sent = match action {
             Action::Send(value) => socket.send(Message::text(value.to_string())).await,
             Action::SendRaw(text) => socket.send(Message::text(text)).await,
             Action::SendBinary(bytes) => socket.send(Message::binary(bytes)).await,
             Action::Drop => return false,
+            Action::GoDown => {
+                state.lock().expect("state").down = true;
+                return false;
+            }
         };
         if sent.is_err() {
             return false;
@@ -412,6 +439,7 @@ async fn stream(
                 let mut s = state.lock().expect("state");
                 if let Some(c) = s.connections.get_mut(index) {
                     c.controls.push(text.as_str().to_string());
+                    c.finalizes += usize::from(finalize);
                 }
             }
             Message::Close(_) => break,
@@ -419,7 +447,7 @@ async fn stream(
         }
         changed.notify_waiters();
         let actions = due(state, index, finalize);
-        if !act(&mut socket, actions).await {
+        if !act(&mut socket, state, actions).await {
             return;
         }
         if close_stream {

@@ -10,7 +10,8 @@
 //! queues the context's final message; `close_context` drops what is still
 //! queued for the context, after one late chunk of it. Scriptable: holding
 //! a context mid-turn, disconnecting mid-stream, malformed frames, the
-//! snake_case spelling, handshake refusals and HTTP 401/422/429/500/drops.
+//! snake_case spelling, handshake refusals and HTTP 401/422/429/500/drops,
+//! and a whole-vendor outage ([`FakeElevenLabs::go_down`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -121,6 +122,8 @@ struct FakeState {
     http_seen: Vec<HttpSeen>,
     /// Late chunks sent after a `close_context`.
     late_chunks: usize,
+    /// The vendor is down: see [`FakeElevenLabs::go_down`].
+    down: bool,
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -181,6 +184,13 @@ impl FakeElevenLabs {
     /// Queues canned HTTP answers.
     pub fn script_http(&self, answers: impl IntoIterator<Item = HttpAnswer>) {
         self.state.lock().expect("lock").http.extend(answers);
+    }
+
+    /// The vendor goes down: new handshakes are refused with 503, open
+    /// sockets drop (no close frame) on the next message they receive, and
+    /// the HTTP endpoint answers 500.
+    pub fn go_down(&self) {
+        self.state.lock().expect("lock").down = true;
     }
 
     /// Websocket connections accepted so far.
@@ -256,13 +266,20 @@ async fn multi_stream_input(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let script = {
+    let (script, down) = {
         let mut s = state.lock().expect("lock");
         s.ws_queries.push(query.clone());
-        s.ws.clone()
+        (s.ws.clone(), s.down)
     };
     if !key_ok(&headers) {
         return invalid_key();
+    }
+    if down {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"detail": {"status": "service_unavailable", "message": "down"}})),
+        )
+            .into_response();
     }
     if let Some(status) = script.handshake_status {
         let status = StatusCode::from_u16(status).expect("status");
@@ -345,6 +362,10 @@ async fn serve_socket(mut socket: WebSocket, state: Shared, script: WsScript, co
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
             Some(Ok(_)) => continue,
         };
+        if state.lock().expect("lock").down {
+            // Abrupt: no close frame.
+            return;
+        }
         let Ok(value) = serde_json::from_str::<Value>(&message) else {
             let _ = socket
                 .send(Message::Text(
@@ -476,7 +497,11 @@ async fn http_stream(
             query: query.clone(),
             body: body.clone(),
         });
-        s.http.pop_front()
+        if s.down {
+            Some(HttpAnswer::Broken)
+        } else {
+            s.http.pop_front()
+        }
     };
     let Some(text) = body
         .get("text")

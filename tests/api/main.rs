@@ -16,6 +16,7 @@ mod offline_speech;
 mod platform_api;
 mod pool;
 mod process;
+mod provider_outage;
 mod stt_deepgram;
 mod stt_whisper;
 mod tenant_isolation;
