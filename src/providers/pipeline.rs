@@ -82,7 +82,7 @@ pub const LAST_RESORT_FACTOR: u32 = 3;
 impl Default for Budgets {
     fn default() -> Self {
         Self {
-            stt_final: Duration::from_millis(1_500),
+            stt_final: Duration::from_millis(1_000),
             llm_first_token: Duration::from_millis(2_500),
             filler_after: Duration::from_millis(1_200),
             tts_first_byte: Duration::from_millis(1_500),
