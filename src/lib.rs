@@ -8,6 +8,7 @@
 //! | [`telemetry`]   | tracing subscriber (human or JSON)                                |
 //! | [`db`]          | connection pools, role checks, migrations, the private PostgreSQL cluster, [`db::TenantTx`] |
 //! | [`repo`]        | tenant-scoped repository functions; each takes a [`db::TenantTx`] |
+//! | [`jobs`]        | the durable job queue (post-call work): enqueue, runner, crash recovery |
 //! | [`providers`]   | STT, LLM and TTS as the call driver sees them; scripted fakes |
 //! | [`models`]      | the offline models: pinned wheels, download, verification, install |
 //! | [`platform`]    | platform operations (tenants, numbers, users, keys, credentials) shared by CLI and API, and the narrow cross-tenant directory |
@@ -32,6 +33,7 @@ pub mod crypto;
 pub mod db;
 pub mod demo;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod platform;

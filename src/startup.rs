@@ -85,6 +85,13 @@ impl Application {
     /// Opens the runtime and binds the listener (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let runtime = Runtime::open(&settings).await?;
+        let live = Arc::new(LiveCalls::default());
+        // Calls a crash left open: close them and queue their post-call work.
+        if let Err(error) =
+            crate::jobs::recovery::recover_interrupted_calls(&runtime.platform, &live).await
+        {
+            tracing::warn!(%error, "could not recover calls left open by a crash");
+        }
         let listener = TcpListener::bind(settings.listen)
             .await
             .with_context(|| format!("could not listen on {}", settings.listen))?;
@@ -103,7 +110,7 @@ impl Application {
         let calls = CallContext {
             platform: runtime.platform.clone(),
             providers,
-            live: Arc::new(LiveCalls::default()),
+            live,
             shutdown: shutdown.clone(),
             token_key,
             control: Arc::new(

@@ -492,7 +492,8 @@ async fn converse(
 }
 
 /// Writes why the call ended (best effort: the carrier's status callback
-/// records the final status and duration either way).
+/// records the final status and duration either way) and, in the same
+/// transaction, enqueues the call's post-call job.
 async fn record_end_reason(
     platform: &Platform,
     customer_id: CustomerId,
@@ -510,11 +511,12 @@ async fn record_end_reason(
     let result = async {
         let mut tx = platform.db().tenant(customer_id).await?;
         repo::calls::record_end_reason(&mut tx, call_sid, text).await?;
+        crate::jobs::recovery::enqueue_post_call(&mut tx, call_sid).await?;
         tx.commit().await
     }
     .await;
     if let Err(error) = result {
-        tracing::warn!(%error, "could not record the call's end reason");
+        tracing::warn!(%error, "could not record the call's end reason or queue its post-call job");
     }
 }
 

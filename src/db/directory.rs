@@ -1,8 +1,9 @@
-//! The platform directory: the only cross-tenant reads in the application.
+//! The platform directory: the only cross-tenant reads in the application,
+//! and the job queue's cross-tenant claim.
 //!
-//! Each function calls one `SECURITY DEFINER` SQL function listed in the
-//! foundation migration and in the catalog test; each returns identifiers
-//! and counters, never tenant content. Every use is traced with the
+//! Each function calls one `SECURITY DEFINER` SQL function listed in a
+//! migration and in the catalog test; each returns identifiers and
+//! counters, never tenant content. Every use is traced with the
 //! `switchboard::directory` target so the path can be audited.
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -143,4 +144,40 @@ pub async fn credentials_to_rotate(
             .await?;
     tracing::debug!(target: "switchboard::directory", lookup = "credentials_to_rotate", rows = rows.len());
     Ok(rows.into_iter().map(|(c, p)| (CustomerId(c), p)).collect())
+}
+
+/// Claims up to `limit` due jobs of the given kinds, across tenants, and
+/// leases each for `lease` (see `platform_claim_due_jobs` in the jobs
+/// migration). Returns (tenant, job id) pairs only: the worker reads and
+/// settles each job inside that tenant's [`super::TenantTx`].
+pub async fn claim_due_jobs(
+    db: &Db,
+    kinds: &[String],
+    lease: std::time::Duration,
+    limit: u32,
+) -> Result<Vec<(CustomerId, Uuid)>, StorageError> {
+    if kinds.is_empty() || limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+    let rows: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("SELECT customer_id, job_id FROM platform_claim_due_jobs($1, $2, $3)")
+            .bind(kinds)
+            .bind(lease.as_secs_f64())
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+    tracing::debug!(target: "switchboard::directory", lookup = "claim_due_jobs", rows = rows.len());
+    Ok(rows.into_iter().map(|(c, j)| (CustomerId(c), j)).collect())
+}
+
+/// Tenants that have calls still open (ringing or in progress with no end
+/// time), for startup crash recovery.
+pub async fn customers_with_open_calls(db: &Db) -> Result<Vec<CustomerId>, StorageError> {
+    let rows: Vec<Uuid> =
+        sqlx::query_scalar("SELECT customer_id FROM platform_customers_with_open_calls()")
+            .fetch_all(db.pool())
+            .await?;
+    tracing::debug!(target: "switchboard::directory", lookup = "customers_with_open_calls", rows = rows.len());
+    Ok(rows.into_iter().map(CustomerId).collect())
 }

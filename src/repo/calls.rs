@@ -159,3 +159,33 @@ pub async fn record_end_reason(
             .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Calls still open: ringing or in progress, with no end time.
+pub async fn list_open(tx: &mut TenantTx) -> Result<Vec<Call>, StorageError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM calls
+         WHERE ended_at IS NULL AND status IN ('ringing', 'in-progress')
+         ORDER BY started_at"
+    );
+    Ok(sqlx::query_as(&sql).fetch_all(tx.conn()).await?)
+}
+
+/// Closes an open call that a crash cut off: status `interrupted`, ended
+/// now, end reason `interrupted` unless one was already recorded (the first
+/// reason wins, as in [`record_end_reason`]). `None` when the tenant has no
+/// such call, or it is not open any more.
+pub async fn close_interrupted(
+    tx: &mut TenantTx,
+    call_sid: &str,
+) -> Result<Option<Call>, StorageError> {
+    let sql = format!(
+        "UPDATE calls SET status = 'interrupted', ended_at = now(),
+             end_reason = coalesce(end_reason, 'interrupted')
+         WHERE call_sid = $1 AND ended_at IS NULL AND status IN ('ringing', 'in-progress')
+         RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(call_sid)
+        .fetch_optional(tx.conn())
+        .await?)
+}

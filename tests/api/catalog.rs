@@ -4,13 +4,18 @@
 
 use crate::helpers::TestDb;
 
-/// SECURITY DEFINER functions allowed to exist: the platform directory.
-/// Adding one means reviewing it: narrow, identifiers only, search_path set.
+/// SECURITY DEFINER functions allowed to exist: the platform directory and
+/// the job queue's claim. Adding one means reviewing it: narrow,
+/// identifiers only, search_path set.
 const ALLOWED_DEFINER_FUNCTIONS: &[&str] = &[
     "platform_authenticate_tenant_key",
+    // Jobs: claims due jobs across tenants, returns (customer_id, job_id).
+    "platform_claim_due_jobs",
     "platform_credentials_to_rotate",
     "platform_customer_by_slug",
     "platform_customer_directory",
+    // Crash recovery: tenant ids with calls still open, nothing else.
+    "platform_customers_with_open_calls",
     "platform_resolve_number",
 ];
 

@@ -10,6 +10,7 @@ mod fake_openai;
 mod fake_whisper;
 mod health;
 mod helpers;
+mod jobs;
 mod llm_openai;
 mod offline_llm;
 mod offline_speech;

@@ -93,6 +93,9 @@ fn unique_slug(tag: &str) -> String {
 
 const SPEAKERS: &[&str] = &["caller", "agent", "system", "tool", "dtmf"];
 
+/// The job kind the isolation checks enqueue.
+const JOB_KIND: &str = "isolation_check";
+
 /// What one tenant writes. Every text carries the tenant's tag, and B's
 /// usage deltas lie in a different range from A's, so content differs.
 #[derive(Debug, Clone)]
@@ -274,6 +277,10 @@ struct Tenant {
     key_id: Uuid,
     own_call: Uuid,
     shared_call: Uuid,
+    /// Job keyed by the own call sid: left `running`, attempt 1, as if claimed.
+    own_job: Uuid,
+    /// Job keyed by the shared call sid: left `queued`.
+    shared_job: Uuid,
     usage_sum: Usage,
     /// Providers with a credential, the shared one first.
     providers: Vec<&'static str>,
@@ -452,6 +459,32 @@ async fn write_tenant(tdb: &TestDb, case: &Case, data: &TenantCase) -> Check<Ten
         .await
         .ctx(&format!("calls::create (shared sid) as {tag}"))?;
 
+    let job_payload = json!({ "tenant": tag });
+    let mut enqueued = Vec::new();
+    for key in [&data.own_sid, &case.shared_sid] {
+        let first = repo::jobs::enqueue(&mut tx, JOB_KIND, key, &job_payload, 3)
+            .await
+            .ctx(&format!("jobs::enqueue as {tag}"))?;
+        let again = repo::jobs::enqueue(&mut tx, JOB_KIND, key, &json!({}), 9)
+            .await
+            .ctx(&format!("jobs::enqueue (again) as {tag}"))?;
+        prop_assert!(
+            first.created && !again.created && again.job_id == first.job_id,
+            "jobs::enqueue as {tag} is not idempotent per key: {first:?}, then {again:?}"
+        );
+        enqueued.push(first.job_id);
+    }
+    // The own job as a worker's claim leaves it (the claim itself is the
+    // cross-tenant directory function, tested in tests/api/jobs.rs).
+    sqlx::query(
+        "UPDATE jobs SET status = 'running', attempts = 1, \
+             locked_until = now() + interval '1 hour' WHERE job_id = $1",
+    )
+    .bind(enqueued[0])
+    .execute(tx.conn())
+    .await
+    .ctx("claim own job")?;
+
     let tenant = Tenant {
         data: data.clone(),
         id,
@@ -461,6 +494,8 @@ async fn write_tenant(tdb: &TestDb, case: &Case, data: &TenantCase) -> Check<Ten
         key_id: key.key_id,
         own_call: own.call_id,
         shared_call: shared.call_id,
+        own_job: enqueued[0],
+        shared_job: enqueued[1],
         usage_sum,
         providers,
         sealed,
@@ -754,6 +789,56 @@ async fn check_reads(tdb: &TestDb, case: &Case, me: &Tenant, other: &Tenant) -> 
         at.is_some(),
         "turns::last_written_at as {who} lost {who}'s turns"
     );
+
+    let open: BTreeSet<Uuid> = repo::calls::list_open(&mut tx)
+        .await
+        .ctx("calls::list_open")?
+        .into_iter()
+        .map(|c| c.call_id)
+        .collect();
+    prop_assert!(
+        open == my_calls,
+        "calls::list_open as {who} returned {open:?}, {who}'s open calls are {my_calls:?} \
+         ({them}'s are {} and {})",
+        other.own_call,
+        other.shared_call
+    );
+
+    for job in [other.own_job, other.shared_job] {
+        let got = repo::jobs::get(&mut tx, job).await.ctx("jobs::get")?;
+        prop_assert!(
+            got.is_none(),
+            "jobs::get({job}) as {who} returned {them}'s job: {got:?}"
+        );
+    }
+    let theirs = repo::jobs::find(&mut tx, JOB_KIND, &other.data.own_sid)
+        .await
+        .ctx("jobs::find")?;
+    prop_assert!(
+        theirs.is_none(),
+        "jobs::find({}) as {who} returned {them}'s job: {theirs:?}",
+        other.data.own_sid
+    );
+    for (key, expected) in [
+        (&me.data.own_sid, me.own_job),
+        (&case.shared_sid, me.shared_job),
+    ] {
+        let found = repo::jobs::find(&mut tx, JOB_KIND, key)
+            .await
+            .ctx("jobs::find")?;
+        let by_id = repo::jobs::get(&mut tx, expected).await.ctx("jobs::get")?;
+        let mine = |j: &Option<repo::jobs::Job>| {
+            j.as_ref()
+                .is_some_and(|j| j.job_id == expected && j.payload == json!({ "tenant": who }))
+        };
+        prop_assert!(
+            mine(&found) && mine(&by_id),
+            "jobs::find({key}) / jobs::get as {who} did not return {who}'s job {expected}: \
+             {found:?} / {by_id:?} ({them}'s jobs are {} and {})",
+            other.own_job,
+            other.shared_job
+        );
+    }
 
     tx.rollback().await.ctx("rollback")?;
     Ok(())
@@ -1077,6 +1162,63 @@ async fn check_repo_writes_at_other(tdb: &TestDb, case: &Case, a: &Tenant, b: &T
         "calls::record_end_reason as {who} reached {them}'s call"
     );
 
+    let closed = repo::calls::close_interrupted(&mut tx, &b.data.own_sid)
+        .await
+        .ctx("calls::close_interrupted")?;
+    prop_assert!(
+        closed.is_none(),
+        "calls::close_interrupted({}) as {who} closed {them}'s call {:?}",
+        b.data.own_sid,
+        closed.map(|c| c.call_id)
+    );
+    let closed = repo::calls::close_interrupted(&mut tx, &a.data.own_sid)
+        .await
+        .ctx("calls::close_interrupted")?
+        .map(|c| c.call_id);
+    prop_assert!(
+        closed == Some(a.own_call),
+        "calls::close_interrupted(own sid) as {who} closed {closed:?}, not {who}'s call"
+    );
+
+    // B's own job is running attempt 1 exactly like A's: only RLS stops these.
+    let done = repo::jobs::mark_done(&mut tx, b.own_job, 1)
+        .await
+        .ctx("jobs::mark_done")?;
+    prop_assert!(!done, "jobs::mark_done as {who} settled {them}'s job");
+    let retried = repo::jobs::retry_later(
+        &mut tx,
+        b.own_job,
+        1,
+        std::time::Duration::from_secs(5),
+        "hijacked",
+    )
+    .await
+    .ctx("jobs::retry_later")?;
+    prop_assert!(
+        !retried,
+        "jobs::retry_later as {who} rescheduled {them}'s job"
+    );
+    let buried = repo::jobs::mark_dead(&mut tx, b.own_job, 1, "hijacked")
+        .await
+        .ctx("jobs::mark_dead")?;
+    prop_assert!(!buried, "jobs::mark_dead as {who} killed {them}'s job");
+    let done = repo::jobs::mark_done(&mut tx, a.own_job, 1)
+        .await
+        .ctx("jobs::mark_done")?;
+    prop_assert!(
+        done,
+        "jobs::mark_done as {who} missed {who}'s own running job"
+    );
+    let stolen_key = repo::jobs::enqueue(&mut tx, JOB_KIND, &b.data.own_sid, &json!({}), 1)
+        .await
+        .ctx("jobs::enqueue")?;
+    prop_assert!(
+        stolen_key.created && stolen_key.job_id != b.own_job,
+        "jobs::enqueue as {who} with {them}'s key {} gave {stolen_key:?}, \
+         not a new job of {who}'s own",
+        b.data.own_sid
+    );
+
     let revoked = repo::api_keys::revoke(&mut tx, b.key_id)
         .await
         .ctx("api_keys::revoke")?;
@@ -1173,6 +1315,19 @@ async fn check_repo_writes_at_other(tdb: &TestDb, case: &Case, a: &Tenant, b: &T
         .ctx("calls::get_by_sid")?
         .map(|c| c.status);
     prop_assert_eq!(status.as_deref(), Some("completed"));
+    let own = repo::calls::get_by_sid(&mut tx, &a.data.own_sid)
+        .await
+        .ctx("calls::get_by_sid")?
+        .map(|c| (c.status, c.end_reason));
+    prop_assert_eq!(
+        own,
+        Some(("interrupted".to_string(), Some("interrupted".to_string())))
+    );
+    let job = repo::jobs::get(&mut tx, a.own_job)
+        .await
+        .ctx("jobs::get")?
+        .map(|j| j.status);
+    prop_assert_eq!(job.as_deref(), Some("done"));
     prop_assert!(repo::callers::get(&mut tx, &case.caller)
         .await
         .ctx("callers::get")?
@@ -1274,6 +1429,27 @@ async fn check_untouched(tdb: &TestDb, case: &Case, me: &Tenant, other: &Tenant)
         them,
         who
     );
+    for (job, status, attempts) in [(me.own_job, "running", 1), (me.shared_job, "queued", 0)] {
+        let stored = repo::jobs::get(&mut tx, job)
+            .await
+            .ctx("jobs::get")?
+            .ok_or_else(|| TestCaseError::fail(format!("{who}'s job {job} vanished")))?;
+        prop_assert!(
+            stored.status == status
+                && stored.attempts == attempts
+                && stored.last_error.is_none()
+                && stored.payload == json!({ "tenant": who }),
+            "{them} changed {who}'s job {job}: {stored:?}"
+        );
+    }
+    let owner = repo::jobs::find(&mut tx, JOB_KIND, &me.data.own_sid)
+        .await
+        .ctx("jobs::find")?
+        .map(|j| j.job_id);
+    prop_assert!(
+        owner == Some(me.own_job),
+        "{them}'s enqueue with {who}'s key took over {who}'s job: {owner:?}"
+    );
     tx.rollback().await.ctx("rollback")?;
     Ok(())
 }
@@ -1294,6 +1470,7 @@ const REPO_TABLES: &[&str] = &[
     "caller_profiles",
     "calls",
     "call_turns",
+    "jobs",
 ];
 
 /// Every relation in the current schema with a `customer_id` column, quoted,
