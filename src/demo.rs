@@ -330,6 +330,12 @@ fn check(report: &CallReport, turns: &[repo::turns::Turn]) -> anyhow::Result<()>
     if !report.off_spec.is_empty() {
         anyhow::bail!("{} off-spec frames from the server", report.off_spec.len());
     }
+    if report.audio_after_clear > 0 {
+        anyhow::bail!(
+            "{} pieces of an interrupted turn's audio were sent after the clear",
+            report.audio_after_clear
+        );
+    }
     let caller: Vec<_> = turns.iter().filter(|t| t.speaker == "caller").collect();
     let agent: Vec<_> = turns.iter().filter(|t| t.speaker == "agent").collect();
     if caller.iter().all(|t| t.text.trim().is_empty()) {

@@ -105,6 +105,10 @@ pub struct CallReport {
     pub clears: usize,
     /// Marks echoed back.
     pub marks_echoed: usize,
+    /// Marks (each follows the audio it ends) of an agent turn that had
+    /// already been cleared: audio of a cancelled turn reaching the caller
+    /// after `clear`. Must be 0.
+    pub audio_after_clear: usize,
     /// Frames that broke the protocol (should be empty).
     pub off_spec: Vec<String>,
     /// Close code the server sent, if any.
@@ -401,6 +405,9 @@ async fn run_stream(
     // when Twilio's buffer has been dry.
     let mut audio_at_wait = 0usize;
     let mut quiet_since: Option<Instant> = None;
+    // The agent turn of the latest mark, and the latest turn cleared.
+    let mut last_mark_turn: Option<u64> = None;
+    let mut cleared_turn: Option<u64> = None;
     let mut dry_since: Option<Instant> = None;
     let mut stopping = false;
     let mut fuzz_left = spec.fuzz;
@@ -439,10 +446,19 @@ async fn run_stream(
                             }
                             Some("mark") => {
                                 let name = v["mark"]["name"].as_str().unwrap_or_default().to_string();
+                                // Our server names marks `{turn}:{seq}`.
+                                let turn = name.split(':').next().and_then(|t| t.parse::<u64>().ok());
+                                if let (Some(turn), Some(cleared)) = (turn, cleared_turn) {
+                                    if turn <= cleared {
+                                        report.audio_after_clear += 1;
+                                    }
+                                }
+                                last_mark_turn = turn.or(last_mark_turn);
                                 playout.queue.push_back(Queued::Mark(name));
                             }
                             Some("clear") => {
                                 report.clears += 1;
+                                cleared_turn = last_mark_turn.max(cleared_turn);
                                 if let Some(b) = report.barge_ins.last_mut() {
                                     b.clear.get_or_insert(now - epoch);
                                 }
@@ -636,10 +652,11 @@ pub fn render_report(report: &CallReport) -> String {
         ));
     }
     out.push_str(&format!(
-        "agent audio {:.2} s, clears {}, marks echoed {}, off-spec frames {}, close {:?}\n",
+        "agent audio {:.2} s, clears {}, marks echoed {}, audio after clear {}, off-spec frames {}, close {:?}\n",
         report.agent_audio.len() as f64 / 8_000.0,
         report.clears,
         report.marks_echoed,
+        report.audio_after_clear,
         report.off_spec.len(),
         report.close_code
     ));

@@ -98,6 +98,10 @@ async fn a_call_with_two_turns_and_a_barge_in() {
         report.barge_ins
     );
     assert!(report.marks_echoed > 0);
+    assert_eq!(
+        report.audio_after_clear, 0,
+        "no audio of the interrupted turn after the clear"
+    );
 
     // The transcript was written as the call went.
     let (_, turns) = call_transcript(

@@ -271,6 +271,7 @@ fn check_call(role: &str, report: &CallReport, turns: &[Turn]) {
     }
     assert_eq!(report.answer, Some(Answer::Streamed));
     assert!(report.off_spec.is_empty(), "{:?}", report.off_spec);
+    assert_eq!(report.audio_after_clear, 0, "{role}: audio after a clear");
     assert_eq!(
         report.turns.len(),
         3,
