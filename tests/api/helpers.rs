@@ -254,6 +254,27 @@ pub async fn call_transcript(
     switchboard::repo::calls::Call,
     Vec<switchboard::repo::turns::Turn>,
 ) {
+    // The driver records the end reason after the transcript writer has
+    // flushed: wait for it (briefly) so a read right after the simulator
+    // hangs up sees every row.
+    for _ in 0..100 {
+        let (call, turns) = read_transcript(db, customer, call_sid).await;
+        if call.end_reason.is_some() {
+            return (call, turns);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    read_transcript(db, customer, call_sid).await
+}
+
+async fn read_transcript(
+    db: &Db,
+    customer: switchboard::db::CustomerId,
+    call_sid: &str,
+) -> (
+    switchboard::repo::calls::Call,
+    Vec<switchboard::repo::turns::Turn>,
+) {
     let mut tx = db.tenant(customer).await.expect("tenant transaction");
     let call = switchboard::repo::calls::get_by_sid(&mut tx, call_sid)
         .await
