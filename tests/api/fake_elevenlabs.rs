@@ -146,13 +146,7 @@ impl FakeElevenLabs {
             )
             .route("/v1/text-to-speech/{voice}/stream", post(http_stream))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake ElevenLabs");
-        let addr = listener.local_addr().expect("fake address");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::helpers::serve_loopback(app, "fake ElevenLabs").await;
         Self {
             addr,
             state,

@@ -306,13 +306,7 @@ impl FakeOpenAi {
         let app = Router::new()
             .route("/v1/chat/completions", post(completions))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake OpenAI");
-        let address = listener.local_addr().expect("fake address");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (address, task) = crate::helpers::serve_loopback(app, "the fake OpenAI").await;
         let base_url = url::Url::parse(&format!("http://{address}/v1")).expect("base url");
         Self {
             base_url,

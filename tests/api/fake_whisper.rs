@@ -94,13 +94,7 @@ impl FakeWhisper {
         let app = Router::new()
             .route("/v1/audio/transcriptions", post(transcribe))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake Whisper");
-        let addr = listener.local_addr().expect("fake Whisper address");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::helpers::serve_loopback(app, "the fake Whisper").await;
         Self {
             addr,
             state,

@@ -285,3 +285,21 @@ async fn read_transcript(
         .expect("transcript query");
     (call, turns)
 }
+
+/// Serves `app` on a fresh loopback port (the fake vendors and the fake
+/// Twilio): the address and the server task.
+pub async fn serve_loopback(
+    app: axum::Router,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{what} address: {e}"));
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
+}

@@ -95,13 +95,7 @@ impl FakeTwilio {
             )
             .fallback(not_found_fallback)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind fake Twilio");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let (addr, server) = crate::helpers::serve_loopback(app, "fake Twilio").await;
         Self {
             addr,
             state,
