@@ -406,3 +406,100 @@ async fn offline_llm_speed() {
         );
     }
 }
+
+/// A long receptionist system prompt (about 300 tokens), as a tenant's
+/// agent would have.
+fn long_system_prompt() -> String {
+    format!(
+        "{RECEPTIONIST} The practice is open Monday to Friday from 8 am to 6 pm \
+         and on Saturday from 9 am to 1 pm; it is closed on Sundays and public \
+         holidays. Dr. Alvarez and Dr. Chen see new patients; Dr. Patel sees \
+         children under twelve only. Cleanings take 45 minutes and cost 95 \
+         dollars without insurance; a check-up with X-rays costs 140 dollars; \
+         whitening starts at 300 dollars. We accept Delta Dental, Cigna, Aetna, \
+         MetLife and Guardian; other insurers are billed by the patient. \
+         Emergencies such as a broken tooth, swelling or severe pain are seen \
+         the same day: put the caller through to the emergency line. Parking is \
+         free behind the building on Oak Street; the entrance is next to the \
+         pharmacy, and there is a lift to the second floor. If the caller wants \
+         to book, ask for their full name, date of birth, phone number and a \
+         preferred day and time, then confirm every detail back to them before \
+         ending the call. To cancel or move an appointment, ask for the name and \
+         the date of the existing appointment. Cancellations with less than 24 \
+         hours notice cost 50 dollars. Never give medical advice and never \
+         diagnose; offer an appointment instead. Never promise a price for \
+         treatment that the dentist has not seen. Speak in short sentences, one \
+         or two at a time, because the caller hears you on the phone. If you do \
+         not know an answer, say that a colleague will call back, and take a \
+         message with the caller's name and number."
+    )
+}
+
+/// The caller's side of a realistic booking call.
+const CALLER_TURNS: [&str; 5] = [
+    "Hi, I'd like to book a cleaning next week. What times do you have?",
+    "Tuesday morning would be great, maybe around ten?",
+    "My name is Maria Gonzalez, born March 3rd 1985.",
+    "Do you take Cigna insurance?",
+    "Great, and where do I park?",
+];
+
+/// Asks `messages` with greedy decoding; returns the reply, the time to
+/// its first text piece and the prompt length.
+async fn timed_turn(
+    llm: &LocalLlm,
+    messages: Vec<LlmMessage>,
+    max_tokens: u32,
+) -> (String, Duration, u32) {
+    let request = LlmRequest {
+        model: "smollm2".into(),
+        messages,
+        tools: Vec::new(),
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+    };
+    let start = tokio::time::Instant::now();
+    let mut events = llm.stream(request).await.expect("accepted");
+    let mut first = None;
+    let mut text = String::new();
+    let mut prompt = 0;
+    while let Some(event) = events.next().await {
+        match event.expect("no error") {
+            LlmEvent::Text(piece) => {
+                first.get_or_insert_with(|| start.elapsed());
+                text.push_str(&piece);
+            }
+            LlmEvent::Usage(u) => prompt = u.prompt,
+            _ => {}
+        }
+    }
+    (text, first.unwrap_or_else(|| start.elapsed()), prompt)
+}
+
+/// Prints time to first token per turn of a five-turn phone conversation
+/// with a ~300-token system prompt: every turn re-sends the whole
+/// conversation, as the call pipeline does. Run by hand: `cargo test
+/// --test api offline_llm_multi_turn_speed -- --ignored --nocapture`.
+/// Asserts nothing.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn offline_llm_multi_turn_speed() {
+    let Some(llm) = own_model() else { return };
+    for run in 0..2 {
+        let mut messages = vec![LlmMessage::System(long_system_prompt())];
+        for (turn, caller) in CALLER_TURNS.iter().enumerate() {
+            messages.push(LlmMessage::User((*caller).to_string()));
+            let decoded_before = llm.stats().prompt_tokens;
+            let (reply, ttft, prompt) = timed_turn(&llm, messages.clone(), 24).await;
+            let decoded = llm.stats().prompt_tokens - decoded_before;
+            println!(
+                "run {run} turn {turn}: prompt {prompt} tokens, {decoded} decoded, TTFT {:.0} ms",
+                ttft.as_secs_f64() * 1000.0
+            );
+            messages.push(LlmMessage::Assistant {
+                content: reply,
+                tool_calls: Vec::new(),
+            });
+        }
+    }
+}
