@@ -148,10 +148,17 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> anyhow::Result
         .context("the server task failed")?
         .context("the server failed")?;
     if failures.is_empty() {
-        println!("\nEvery demo call worked. Agent audio is in {}.", out_dir.display());
+        println!(
+            "\nEvery demo call worked. Agent audio is in {}.",
+            out_dir.display()
+        );
         Ok(())
     } else {
-        anyhow::bail!("{} demo call(s) failed:\n  {}", failures.len(), failures.join("\n  "))
+        anyhow::bail!(
+            "{} demo call(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
+        )
     }
 }
 
@@ -171,7 +178,12 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
             title: "a question and its answer (insurance agency)",
             file: "call1-question.wav",
             tenant_number: "+18005551212",
-            script: vec![greeting.clone(), Step::Say(clip("question")?), answer(), Step::Hangup],
+            script: vec![
+                greeting.clone(),
+                Step::Say(clip("question")?),
+                answer(),
+                Step::Hangup,
+            ],
         },
         Scenario {
             title: "the caller interrupts the agent (insurance agency)",
@@ -194,16 +206,29 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
             title: "a call to the other tenant (real-estate office)",
             file: "call3-other-tenant.wav",
             tenant_number: "+16195550123",
-            script: vec![greeting, Step::Say(clip("question")?), answer(), Step::Hangup],
+            script: vec![
+                greeting,
+                Step::Say(clip("question")?),
+                answer(),
+                Step::Hangup,
+            ],
         },
     ])
 }
 
 /// Places one call, prints what happened, writes the agent's audio.
-async fn call(platform: &Platform, spec: &CallSpec, out_dir: &Path, file: &str) -> anyhow::Result<()> {
+async fn call(
+    platform: &Platform,
+    spec: &CallSpec,
+    out_dir: &Path,
+    file: &str,
+) -> anyhow::Result<()> {
     let report = callsim::place_call(spec).await?;
     if report.answer != Some(Answer::Streamed) {
-        anyhow::bail!("the call was not answered with a media stream: {}", report.twiml);
+        anyhow::bail!(
+            "the call was not answered with a media stream: {}",
+            report.twiml
+        );
     }
     let wav = out_dir.join(file);
     media::wav::write_ulaw(&wav, &report.agent_audio)
@@ -211,11 +236,19 @@ async fn call(platform: &Platform, spec: &CallSpec, out_dir: &Path, file: &str) 
     let turns = stored_transcript(platform, spec).await?;
     println!("  transcript (as stored):");
     for turn in &turns {
-        let cut = if turn.interrupted { " [interrupted]" } else { "" };
+        let cut = if turn.interrupted {
+            " [interrupted]"
+        } else {
+            ""
+        };
         println!("    {:<7} {}{cut}", turn.speaker, turn.text);
     }
     print!("{}", indent(&callsim::render_report(&report)));
-    println!("  agent audio: {} ({:.1} s)", wav.display(), report.agent_audio.len() as f64 / 8_000.0);
+    println!(
+        "  agent audio: {} ({:.1} s)",
+        wav.display(),
+        report.agent_audio.len() as f64 / 8_000.0
+    );
     check(&report, &turns)
 }
 
@@ -230,12 +263,18 @@ fn check(report: &CallReport, turns: &[repo::turns::Turn]) -> anyhow::Result<()>
         anyhow::bail!("nothing the caller said was transcribed");
     }
     if agent.len() < 2 {
-        anyhow::bail!("the agent did not answer the caller (only {} agent turn(s))", agent.len());
+        anyhow::bail!(
+            "the agent did not answer the caller (only {} agent turn(s))",
+            agent.len()
+        );
     }
     if report.turns.iter().all(|t| t.first_agent_audio.is_none()) {
         anyhow::bail!("no agent audio followed the caller's turn");
     }
-    if turns.iter().any(|t| t.speaker == "system" && t.text.starts_with("provider failure")) {
+    if turns
+        .iter()
+        .any(|t| t.speaker == "system" && t.text.starts_with("provider failure"))
+    {
         anyhow::bail!("a provider failed during the call (see the transcript)");
     }
     Ok(())
@@ -271,7 +310,10 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
-async fn create_all(platform: &Platform, tenants: Vec<(PathBuf, CreateTenant)>) -> anyhow::Result<()> {
+async fn create_all(
+    platform: &Platform,
+    tenants: Vec<(PathBuf, CreateTenant)>,
+) -> anyhow::Result<()> {
     for (path, tenant) in tenants {
         let slug = tenant.slug.clone();
         match platform.create_tenant(DEMO_ACTOR, tenant).await {
@@ -287,7 +329,9 @@ async fn create_all(platform: &Platform, tenants: Vec<(PathBuf, CreateTenant)>) 
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Err(PlatformError::Conflict(_)) => println!("  kept tenant    {slug:<14} (already present)"),
+            Err(PlatformError::Conflict(_)) => {
+                println!("  kept tenant    {slug:<14} (already present)")
+            }
             Err(e) => {
                 return Err(e)
                     .with_context(|| format!("could not create the tenant in {}", path.display()))

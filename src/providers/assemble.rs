@@ -10,11 +10,11 @@ use futures_util::StreamExt;
 
 use super::catalog::{AutoChains, LocalModels, VendorAccounts};
 use super::fake::FakeFactory;
+use super::llama::{LlamaConfig, LocalLlm};
 use super::local::flite::{FliteConfig, FliteTts};
 use super::local::moonshine::{MoonshineConfig, MoonshineStt};
-use super::pipeline::{FixedChains, PipelineFactory};
-use super::llama::{LlamaConfig, LocalLlm};
 use super::openai::{OpenAiConfig, OpenAiLlm};
+use super::pipeline::{FixedChains, PipelineFactory};
 use super::roles::{LanguageModel, SpeechToText, TextToSpeech};
 use super::ProviderFactory;
 use crate::configuration::{ProviderMode, Settings};
@@ -176,8 +176,10 @@ impl<T: LanguageModel> LanguageModel for Renamed<T> {
     fn stream(
         &self,
         request: super::roles::LlmRequest,
-    ) -> futures_util::future::BoxFuture<'static, Result<super::roles::LlmStream, super::roles::ProviderError>>
-    {
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<super::roles::LlmStream, super::roles::ProviderError>,
+    > {
         let name = self.name;
         let stream = self.inner.stream(request);
         Box::pin(async move {
@@ -193,13 +195,43 @@ impl<T: LanguageModel> LanguageModel for Renamed<T> {
 fn rename(error: super::roles::ProviderError, name: &'static str) -> super::roles::ProviderError {
     use super::roles::ProviderError as E;
     match error {
-        E::Unauthorized { message, .. } => E::Unauthorized { provider: name, message },
-        E::RateLimited { retry_after, .. } => E::RateLimited { provider: name, retry_after },
-        E::Server { status, message, .. } => E::Server { provider: name, status, message },
-        E::Rejected { status, message, .. } => E::Rejected { provider: name, status, message },
-        E::Network { message, .. } => E::Network { provider: name, message },
-        E::Protocol { message, .. } => E::Protocol { provider: name, message },
-        E::Timeout { budget, .. } => E::Timeout { provider: name, budget },
-        E::Unavailable { message, .. } => E::Unavailable { provider: name, message },
+        E::Unauthorized { message, .. } => E::Unauthorized {
+            provider: name,
+            message,
+        },
+        E::RateLimited { retry_after, .. } => E::RateLimited {
+            provider: name,
+            retry_after,
+        },
+        E::Server {
+            status, message, ..
+        } => E::Server {
+            provider: name,
+            status,
+            message,
+        },
+        E::Rejected {
+            status, message, ..
+        } => E::Rejected {
+            provider: name,
+            status,
+            message,
+        },
+        E::Network { message, .. } => E::Network {
+            provider: name,
+            message,
+        },
+        E::Protocol { message, .. } => E::Protocol {
+            provider: name,
+            message,
+        },
+        E::Timeout { budget, .. } => E::Timeout {
+            provider: name,
+            budget,
+        },
+        E::Unavailable { message, .. } => E::Unavailable {
+            provider: name,
+            message,
+        },
     }
 }

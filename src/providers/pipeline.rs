@@ -659,7 +659,6 @@ async fn stream_once(
     budget: Duration,
     said_anything: &mut bool,
 ) -> Result<(String, Vec<ToolCall>), (ProviderError, bool)> {
-    
     let filler_at = started + shared.budgets.filler_after;
     let timeout = |_: tokio::time::error::Elapsed| ProviderError::Timeout {
         provider: provider.name(),

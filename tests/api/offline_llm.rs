@@ -503,3 +503,112 @@ async fn offline_llm_multi_turn_speed() {
         }
     }
 }
+
+/// A fresh model with an empty cache, for the answers to compare with.
+fn cold_model() -> Arc<LocalLlm> {
+    own_model().expect("the model is there")
+}
+
+/// The greedy reply to `messages` and how many prompt tokens it reused.
+async fn greedy(llm: &LocalLlm, messages: &[LlmMessage]) -> (String, u64) {
+    let before = llm.stats().reused_prompt_tokens;
+    let (reply, _, _) = timed_turn(llm, messages.to_vec(), 16).await;
+    (reply, llm.stats().reused_prompt_tokens - before)
+}
+
+fn assistant(content: &str) -> LlmMessage {
+    LlmMessage::Assistant {
+        content: content.to_string(),
+        tool_calls: Vec::new(),
+    }
+}
+
+/// Asserts that a reply from a warm cache is the cold one up to near ties:
+/// llama.cpp's logits are not bit-identical when a prompt is decoded in
+/// different batch splits, so where two words score almost alike the
+/// choice may flip a few tokens in ("Cigna" or "CIGNA"). A corrupted cache
+/// goes wrong from the first word, so: the same first word and most words
+/// in common.
+fn assert_agree(warm: &str, cold: &str) {
+    let words =
+        |text: &str| -> Vec<String> { text.split_whitespace().map(|w| w.to_lowercase()).collect() };
+    let (warm_words, cold_words) = (words(warm), words(cold));
+    let shared = warm_words.iter().filter(|w| cold_words.contains(w)).count();
+    assert!(
+        !warm_words.is_empty()
+            && warm_words.first() == cold_words.first()
+            && shared * 2 >= warm_words.len(),
+        "warm {warm:?} and cold {cold:?} differ too much"
+    );
+}
+
+#[tokio::test]
+async fn offline_llm_prefix_cache_keeps_answers_and_slots_intact() {
+    let (Some(llm), Some(twin)) = (own_model(), own_model()) else {
+        return;
+    };
+    let system = LlmMessage::System(long_system_prompt());
+    let turn1 = vec![system.clone(), LlmMessage::User(CALLER_TURNS[0].into())];
+
+    // Cold, then the very same prompt twice: all but its last token reused,
+    // and the two warm answers (same split) are identical.
+    let (cold1, reused) = greedy(&llm, &turn1).await;
+    assert_eq!(reused, 0);
+    let (warm1, reused) = greedy(&llm, &turn1).await;
+    assert!(reused > 300, "the prompt was reused: {reused}");
+    let (warm1_again, _) = greedy(&llm, &turn1).await;
+    assert_eq!(
+        warm1_again, warm1,
+        "the same prompt, the same greedy answer"
+    );
+    assert_agree(&warm1, &cold1);
+
+    // The next turn of the same call reuses the whole previous turn.
+    let mut turn2 = turn1.clone();
+    turn2.push(assistant(&warm1));
+    turn2.push(LlmMessage::User(CALLER_TURNS[1].into()));
+    let (warm2, reused) = greedy(&llm, &turn2).await;
+    assert!(reused > 300, "{reused}");
+    assert_agree(&warm2, &greedy(&cold_model(), &turn2).await.0);
+
+    // Another call with the same system prompt takes the other slot,
+    // copying the shared system prompt from the first call's slot.
+    let other = vec![system.clone(), LlmMessage::User(CALLER_TURNS[3].into())];
+    let (warm_other, reused) = greedy(&llm, &other).await;
+    assert!(reused > 250, "the system prompt was reused: {reused}");
+    assert_agree(&warm_other, &greedy(&cold_model(), &other).await.0);
+
+    // The first call's slot was not disturbed by the other call: its third
+    // turn answers exactly as on a twin that never saw the other call.
+    let mut turn3 = turn2.clone();
+    turn3.push(assistant(&warm2));
+    turn3.push(LlmMessage::User(CALLER_TURNS[2].into()));
+    let (warm3, reused) = greedy(&llm, &turn3).await;
+    assert!(reused > 350, "{reused}");
+    for messages in [&turn1, &turn1, &turn1, &turn2] {
+        greedy(&twin, messages).await;
+    }
+    let (twin3, twin_reused) = greedy(&twin, &turn3).await;
+    assert_eq!(warm3, twin3, "turn 3 of the first call");
+    assert_eq!(reused, twin_reused);
+
+    let stats = llm.stats();
+    assert_eq!((stats.completed, stats.failed), (6, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn offline_llm_prefill_warms_the_cache() {
+    let Some(llm) = own_model() else { return };
+    let system = LlmMessage::System(long_system_prompt());
+    llm.prefill(vec![system.clone()])
+        .await
+        .expect("the system prompt is prefilled");
+    let prefilled = llm.stats().prompt_tokens;
+    assert!(prefilled > 250, "{:?}", llm.stats());
+    assert_eq!(llm.stats().generated_tokens, 0);
+
+    let call = vec![system, LlmMessage::User(CALLER_TURNS[0].into())];
+    let (warm, reused) = greedy(&llm, &call).await;
+    assert_eq!(reused, prefilled, "the whole prefill was reused");
+    assert_agree(&warm, &greedy(&cold_model(), &call).await.0);
+}
