@@ -8,6 +8,20 @@
 //! concurrent calls share the CPU fairly instead of oversubscribing it.
 //! Requests beyond the slot count wait in the worker's queue.
 //!
+//! Prompt prefix caching: a slot keeps the KV cache of the tokens it last
+//! decoded (prompt plus completion) after its request ends. A phone call
+//! re-sends the whole conversation every turn, so the next turn's prompt
+//! starts with exactly what the slot already holds: the worker gives a new
+//! request the free slot that loses least of its cache while matching the
+//! prompt's start, drops the cache past the common prefix, and decodes
+//! only the rest (always at least the last prompt token, for its logits).
+//! When another slot holds a longer matching prefix (a tenant's system
+//! prompt cached by another call), its cache is copied into the chosen
+//! slot first. A running request owns its slot; nothing else touches that
+//! slot's cache until it ends. [`LocalLlm::prefill`] warms a slot with a
+//! conversation's start (the system prompt at call setup) without
+//! generating anything.
+//!
 //! llama.cpp contexts are not `Sync` and must not be created in parallel;
 //! keeping the model, the context and the samplers on one thread makes
 //! [`LocalLlm`] `Send + Sync` without a lock. The thread count of llama.cpp
@@ -96,6 +110,9 @@ pub struct LlmStats {
     pub failed: u64,
     /// Prompt tokens decoded.
     pub prompt_tokens: u64,
+    /// Prompt tokens not decoded because their KV cache was resident from
+    /// an earlier request (prefix caching).
+    pub reused_prompt_tokens: u64,
     /// Tokens generated.
     pub generated_tokens: u64,
 }
@@ -108,6 +125,7 @@ struct Counters {
     cancelled: AtomicU64,
     failed: AtomicU64,
     prompt_tokens: AtomicU64,
+    reused_prompt_tokens: AtomicU64,
     generated_tokens: AtomicU64,
 }
 
@@ -123,6 +141,7 @@ impl Counters {
             cancelled: self.cancelled.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            reused_prompt_tokens: self.reused_prompt_tokens.load(Ordering::Relaxed),
             generated_tokens: self.generated_tokens.load(Ordering::Relaxed),
         }
     }
@@ -137,6 +156,9 @@ struct Job {
     /// Where the completion goes; closed when the consumer drops it, which
     /// is the cancellation signal.
     events: mpsc::UnboundedSender<Result<LlmEvent, ProviderError>>,
+    /// Only decode the conversation into a slot's cache (no generation
+    /// prompt, no completion): [`LocalLlm::prefill`].
+    prefill: bool,
 }
 
 /// SmolLM2 (or any GGUF chat model) running in this process. Cheap to
@@ -254,24 +276,73 @@ impl LocalLlm {
         &self,
         request: LlmRequest,
     ) -> impl std::future::Future<Output = Result<LlmStream, ProviderError>> + Send + 'static {
+        let submitted = self.submit(request, false);
+        async move {
+            let events_rx = submitted.await?;
+            let mut events_rx = events_rx;
+            let stream = futures_util::stream::poll_fn(move |cx| events_rx.poll_recv(cx));
+            Ok(Box::pin(stream) as LlmStream)
+        }
+    }
+
+    /// Decodes `messages` (formatted without the assistant's generation
+    /// prompt) into a free slot's cache and generates nothing, so that a
+    /// later request starting with the same conversation decodes only what
+    /// follows. Meant for call setup: prefill the system prompt while the
+    /// caller is still listening to the greeting. Resolves once the cache
+    /// is warm; dropping the future stops the prefill (what was decoded
+    /// stays cached). Waits for a free slot like any request.
+    pub fn prefill(
+        &self,
+        messages: Vec<LlmMessage>,
+    ) -> impl std::future::Future<Output = Result<(), ProviderError>> + Send + 'static {
+        let request = LlmRequest {
+            model: PROVIDER.into(),
+            messages,
+            tools: Vec::new(),
+            temperature: None,
+            max_tokens: None,
+        };
+        let submitted = self.submit(request, true);
+        async move {
+            let mut events_rx = submitted.await?;
+            while let Some(event) = events_rx.recv().await {
+                match event {
+                    Ok(LlmEvent::Done { .. }) => return Ok(()),
+                    Ok(_) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Err(unavailable("the model thread has stopped".into()))
+        }
+    }
+
+    /// Queues a job; resolves to its event channel once it is accepted.
+    fn submit(
+        &self,
+        request: LlmRequest,
+        prefill: bool,
+    ) -> impl std::future::Future<
+        Output = Result<mpsc::UnboundedReceiver<Result<LlmEvent, ProviderError>>, ProviderError>,
+    > + Send
+           + 'static {
         let (accepted, accepted_rx) = oneshot::channel();
-        let (events, mut events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = mpsc::unbounded_channel();
         let sent = self.jobs.send(Job {
             request,
             accepted,
             events,
+            prefill,
         });
         async move {
             if sent.is_err() {
                 return Err(unavailable("the model thread has stopped".into()));
             }
             match accepted_rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(error),
-                Err(_) => return Err(unavailable("the model thread has stopped".into())),
+                Ok(Ok(())) => Ok(events_rx),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(unavailable("the model thread has stopped".into())),
             }
-            let stream = futures_util::stream::poll_fn(move |cx| events_rx.poll_recv(cx));
-            Ok(Box::pin(stream) as LlmStream)
         }
     }
 }
@@ -288,24 +359,45 @@ impl LanguageModel for LocalLlm {
 
 // ---------------------------------------------------------------- worker
 
+/// Copying another slot's cache pays off only for a prefix at least this
+/// much longer than the chosen slot's own (a copy moves the whole slot
+/// buffer, a few megabytes for SmolLM2).
+const COPY_GAIN_TOKENS: usize = 32;
+
 /// A request admitted to the worker, waiting for or holding a slot.
 struct Sequence {
+    /// The whole prompt, until the request gets a slot.
+    prompt: Vec<LlamaToken>,
     /// Prompt tokens not yet decoded, then the last sampled token.
     pending: VecDeque<LlamaToken>,
-    /// Position of the next token in the sequence.
-    position: i32,
     /// Prompt length, for usage.
     prompt_tokens: u32,
     /// Tokens generated so far.
     generated: u32,
-    /// Completion token limit.
+    /// Completion token limit; 0 for a prefill.
     max_tokens: u32,
+    /// Only warm the cache: end once the prompt is decoded.
+    prefill: bool,
     /// Sampler chain of this request.
     sampler: LlamaSampler,
     /// Bytes of a UTF-8 sequence split across tokens.
     partial: Vec<u8>,
     /// Where the completion goes.
     events: mpsc::UnboundedSender<Result<LlmEvent, ProviderError>>,
+}
+
+/// One sequence of the context: the request using it, if any, and the
+/// tokens whose KV cache it holds.
+#[derive(Default)]
+struct Slot {
+    /// The request that owns the slot now.
+    running: Option<Sequence>,
+    /// Tokens at positions `0..cached.len()` of this sequence's KV cache,
+    /// exactly as decoded; kept after the request ends for reuse.
+    cached: Vec<LlamaToken>,
+    /// When the slot was last given to a request (`Serve::assigned` then),
+    /// for least-recently-used ties.
+    last_used: u64,
 }
 
 /// The model thread: loads the model, then serves jobs until every handle
@@ -363,8 +455,9 @@ fn worker(
         model: &model,
         template,
         slot_tokens: config.context_tokens,
-        slots: (0..config.slots).map(|_| None).collect(),
+        slots: (0..config.slots).map(|_| Slot::default()).collect(),
         waiting: VecDeque::new(),
+        assigned: 0,
         counters,
     };
     let mut batch = LlamaBatch::new(512, 1);
@@ -391,23 +484,84 @@ struct Serve<'m> {
     template: LlamaChatTemplate,
     /// Context tokens per slot.
     slot_tokens: u32,
-    /// The sequence in each slot; the index is llama.cpp's sequence id.
-    slots: Vec<Option<Sequence>>,
+    /// The slots; the index is llama.cpp's sequence id.
+    slots: Vec<Slot>,
     /// Admitted requests waiting for a free slot.
     waiting: VecDeque<Sequence>,
+    /// Slot assignments so far (the clock of `Slot::last_used`).
+    assigned: u64,
     /// Shared counters.
     counters: Arc<Counters>,
 }
 
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Where a waiting request goes: the free slot `slot`, first taking the
+/// cache of slot `copy_from` when that holds a longer prefix, keeping the
+/// first `keep` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placement {
+    slot: usize,
+    copy_from: Option<usize>,
+    keep: usize,
+}
+
+/// Chooses a free slot for `prompt` (non-empty), given each slot's cached
+/// tokens, whether it is free, and when it was last used. The slot chosen
+/// is the one whose cache loses least (tokens past the common prefix, which
+/// belong to another conversation), then the longest prefix, then the least
+/// recently used. Another slot's (running or not) longer prefix is copied
+/// in when it gains at least [`COPY_GAIN_TOKENS`]. At least the last prompt
+/// token is always left to decode.
+fn place(prompt: &[LlamaToken], slots: &[(&[LlamaToken], bool, u64)]) -> Option<Placement> {
+    let limit = prompt.len().saturating_sub(1);
+    let prefix = |cached: &[LlamaToken]| common_prefix(cached, prompt).min(limit);
+    let slot = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, free, _))| *free)
+        .min_by_key(|(_, (cached, _, last_used))| {
+            let own = prefix(cached);
+            (
+                cached.len() - own.min(cached.len()),
+                std::cmp::Reverse(own),
+                *last_used,
+            )
+        })
+        .map(|(index, _)| index)?;
+    let own = prefix(slots[slot].0);
+    let donor = slots
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != slot)
+        .map(|(index, (cached, _, _))| (index, prefix(cached)))
+        .max_by_key(|(_, keep)| *keep);
+    Some(match donor {
+        Some((index, keep)) if keep >= own + COPY_GAIN_TOKENS => Placement {
+            slot,
+            copy_from: Some(index),
+            keep,
+        },
+        _ => Placement {
+            slot,
+            copy_from: None,
+            keep: own,
+        },
+    })
+}
+
 impl Serve<'_> {
     fn idle(&self) -> bool {
-        self.waiting.is_empty() && self.slots.iter().all(Option::is_none)
+        self.waiting.is_empty() && self.slots.iter().all(|s| s.running.is_none())
     }
 
     /// Formats and tokenizes a job's prompt and queues it, or answers why
     /// it cannot run.
     fn accept(&mut self, job: Job) {
-        match self.admit(&job.request) {
+        match self.admit(&job.request, job.prefill) {
             Ok((prompt, max_tokens, sampler)) => {
                 if job.accepted.send(Ok(())).is_err() {
                     // The caller gave up before the answer.
@@ -416,10 +570,11 @@ impl Serve<'_> {
                 Counters::bump(&self.counters.requests, 1);
                 self.waiting.push_back(Sequence {
                     prompt_tokens: u32::try_from(prompt.len()).unwrap_or(u32::MAX),
-                    pending: prompt.into(),
-                    position: 0,
+                    prompt,
+                    pending: VecDeque::new(),
                     generated: 0,
                     max_tokens,
+                    prefill: job.prefill,
                     sampler,
                     partial: Vec::new(),
                     events: job.events,
@@ -434,11 +589,15 @@ impl Serve<'_> {
     fn admit(
         &self,
         request: &LlmRequest,
+        prefill: bool,
     ) -> Result<(Vec<LlamaToken>, u32, LlamaSampler), ProviderError> {
-        let prompt = format_prompt(self.model, &self.template, &request.messages)?;
+        let prompt = format_prompt(self.model, &self.template, &request.messages, !prefill)?;
         // Special tokens in the template (`<|im_start|>`) are parsed as
         // such; the BOS token is added only if the model asks for it.
         let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err(rejected("the prompt is empty".into()));
+        }
         let prompt_len = u32::try_from(tokens.len()).unwrap_or(u32::MAX);
         if prompt_len.saturating_add(1) >= self.slot_tokens {
             return Err(rejected(format!(
@@ -446,23 +605,107 @@ impl Serve<'_> {
                 self.slot_tokens
             )));
         }
+        let sampler = sampler_for(self.model.n_vocab(), request.temperature);
+        if prefill {
+            return Ok((tokens, 0, sampler));
+        }
         let room = self.slot_tokens - prompt_len - 1;
         let max_tokens = request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS).min(room);
         if max_tokens == 0 {
             return Err(rejected("max_tokens must be at least 1".into()));
         }
-        let sampler = sampler_for(self.model.n_vocab(), request.temperature);
         Ok((tokens, max_tokens, sampler))
+    }
+
+    /// Gives the front waiting request a free slot, reusing the longest
+    /// cached prefix it can; false when no slot is free.
+    fn assign(&mut self, context: &mut LlamaContext<'_>) -> bool {
+        let Some(sequence) = self.waiting.front() else {
+            return false;
+        };
+        let view: Vec<(&[LlamaToken], bool, u64)> = self
+            .slots
+            .iter()
+            .map(|s| (s.cached.as_slice(), s.running.is_none(), s.last_used))
+            .collect();
+        let Some(placement) = place(&sequence.prompt, &view) else {
+            return false;
+        };
+        let Some(mut sequence) = self.waiting.pop_front() else {
+            return false;
+        };
+        let id = placement.slot;
+        let mut keep = placement.keep;
+        if let Some(donor) = placement.copy_from {
+            // The copy holds the donor's whole cache; the trim below keeps
+            // the shared prefix.
+            let copied = self.slots.get(donor).map(|d| d.cached.clone());
+            match (copied, seq_id(donor), seq_id(id)) {
+                (Some(tokens), Some(src), Some(dst)) => {
+                    // A whole-sequence copy (the only kind llama.cpp does
+                    // between separate KV streams), trimmed below.
+                    clear_slot(context, id);
+                    match context.copy_kv_cache_seq(src, dst, None, None) {
+                        Ok(()) => self.slots[id].cached = tokens,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot copy a llama.cpp sequence");
+                            self.slots[id].cached.clear();
+                            keep = 0;
+                        }
+                    }
+                }
+                _ => keep = 0,
+            }
+        }
+        let slot = &mut self.slots[id];
+        keep = keep.min(slot.cached.len());
+        if keep < slot.cached.len() {
+            let removed = u32::try_from(keep)
+                .ok()
+                .zip(u32::try_from(id).ok())
+                .and_then(|(p0, seq)| context.clear_kv_cache_seq(Some(seq), Some(p0), None).ok());
+            if removed == Some(true) {
+                slot.cached.truncate(keep);
+            } else {
+                clear_slot(context, id);
+                slot.cached.clear();
+                keep = 0;
+            }
+        }
+        Counters::bump(&self.counters.reused_prompt_tokens, keep as u64);
+        let prompt = std::mem::take(&mut sequence.prompt);
+        sequence.pending = prompt
+            .get(keep..)
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .collect();
+        self.assigned += 1;
+        slot.last_used = self.assigned;
+        slot.running = Some(sequence);
+        true
+    }
+
+    /// Drops a failed request from every running slot, with its cache.
+    fn fail_all(&mut self, context: &mut LlamaContext<'_>, message: &str) {
+        for (id, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(sequence) = slot.running.take() {
+                Counters::bump(&self.counters.failed, 1);
+                let _ = sequence.events.send(Err(internal(message.to_string())));
+                clear_slot(context, id);
+                slot.cached.clear();
+            }
+        }
     }
 
     /// One decode of every active sequence, then one token each.
     fn step(&mut self, context: &mut LlamaContext<'_>, batch: &mut LlamaBatch<'_>) {
-        // Forget sequences nobody listens to any more, then fill free slots.
-        for (id, slot) in self.slots.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|s| s.events.is_closed()) {
-                *slot = None;
+        // Forget sequences nobody listens to any more (what they decoded
+        // stays cached), then fill free slots.
+        for slot in &mut self.slots {
+            if slot.running.as_ref().is_some_and(|s| s.events.is_closed()) {
+                slot.running = None;
                 Counters::bump(&self.counters.cancelled, 1);
-                clear_slot(context, id);
             }
         }
         self.waiting.retain(|s| {
@@ -472,12 +715,7 @@ impl Serve<'_> {
             }
             open
         });
-        for slot in self.slots.iter_mut().filter(|s| s.is_none()) {
-            match self.waiting.pop_front() {
-                Some(sequence) => *slot = Some(sequence),
-                None => break,
-            }
-        }
+        while self.assign(context) {}
 
         // Every generating sequence contributes its one token first; the
         // prompts share what is left of the batch.
@@ -486,14 +724,16 @@ impl Serve<'_> {
         let generating = self
             .slots
             .iter()
-            .flatten()
+            .filter_map(|s| s.running.as_ref())
             .filter(|s| s.generated > 0 || s.pending.len() == 1)
             .count();
         let mut room = capacity.saturating_sub(generating);
         let mut sample_at: Vec<(usize, i32)> = Vec::new();
         let mut used = 0i32;
         for (id, slot) in self.slots.iter_mut().enumerate() {
-            let Some(sequence) = slot else { continue };
+            let Some(sequence) = slot.running.as_mut() else {
+                continue;
+            };
             let take = if sequence.generated > 0 || sequence.pending.len() == 1 {
                 1
             } else {
@@ -501,26 +741,29 @@ impl Serve<'_> {
                 room -= take;
                 take
             };
-            let seq_id = i32::try_from(id).unwrap_or(0);
+            let Some(seq) = seq_id(id) else { continue };
+            let mut taken = 0u64;
             for i in 0..take {
-                let Some(token) = sequence.pending.pop_front() else {
+                let Some(&token) = sequence.pending.front() else {
                     break;
                 };
-                let last = sequence.pending.is_empty() && i + 1 == take;
-                if batch
-                    .add(token, sequence.position, &[seq_id], last)
-                    .is_err()
-                {
+                let last = sequence.pending.len() == 1 && i + 1 == take;
+                let Ok(position) = i32::try_from(slot.cached.len()) else {
+                    break;
+                };
+                if batch.add(token, position, &[seq], last).is_err() {
                     break;
                 }
-                sequence.position += 1;
+                sequence.pending.pop_front();
+                slot.cached.push(token);
+                taken += 1;
                 if last {
                     sample_at.push((id, used));
                 }
                 used += 1;
             }
             if sequence.generated == 0 {
-                Counters::bump(&self.counters.prompt_tokens, take as u64);
+                Counters::bump(&self.counters.prompt_tokens, taken);
             }
         }
         if used == 0 {
@@ -528,29 +771,24 @@ impl Serve<'_> {
         }
         if let Err(e) = context.decode(batch) {
             tracing::error!(error = %e, "llama.cpp decode failed");
-            for (id, slot) in self.slots.iter_mut().enumerate() {
-                if let Some(sequence) = slot.take() {
-                    Counters::bump(&self.counters.failed, 1);
-                    let _ = sequence
-                        .events
-                        .send(Err(internal(format!("llama.cpp decode failed: {e}"))));
-                    clear_slot(context, id);
-                }
-            }
+            self.fail_all(context, &format!("llama.cpp decode failed: {e}"));
             return;
         }
 
         for (id, index) in sample_at {
-            let Some(sequence) = self.slots.get_mut(id).and_then(Option::as_mut) else {
+            let Some(sequence) = self.slots.get_mut(id).and_then(|s| s.running.as_mut()) else {
                 continue;
             };
-            let token = sequence.sampler.sample(context, index);
-            let finish = self.emit(id, token);
+            let finish = if sequence.prefill {
+                Some("prefill")
+            } else {
+                let token = sequence.sampler.sample(context, index);
+                self.emit(id, token)
+            };
             if let Some(reason) = finish {
-                if let Some(sequence) = self.slots.get_mut(id).and_then(Option::take) {
+                if let Some(sequence) = self.slots.get_mut(id).and_then(|s| s.running.take()) {
                     finish_sequence(sequence, reason, &self.counters);
                 }
-                clear_slot(context, id);
             }
         }
     }
@@ -559,7 +797,7 @@ impl Serve<'_> {
     /// when the sequence is over.
     fn emit(&mut self, id: usize, token: LlamaToken) -> Option<&'static str> {
         let model = self.model;
-        let sequence = self.slots.get_mut(id).and_then(Option::as_mut)?;
+        let sequence = self.slots.get_mut(id).and_then(|s| s.running.as_mut())?;
         let vocab = model.vocab();
         if vocab.is_eog(token) || vocab.is_control(token) {
             return Some("stop");
@@ -569,7 +807,7 @@ impl Serve<'_> {
         vocab.token_to_piece_into(token, &mut sequence.partial, false, None);
         let text = take_utf8(&mut sequence.partial);
         if !text.is_empty() && sequence.events.send(Ok(LlmEvent::Text(text))).is_err() {
-            // The consumer left; the next step clears the slot.
+            // The consumer left; the next step frees the slot.
             return None;
         }
         if sequence.generated >= sequence.max_tokens {
@@ -597,6 +835,12 @@ fn finish_sequence(mut sequence: Sequence, reason: &'static str, counters: &Coun
     }));
 }
 
+/// llama.cpp's sequence id of slot `id`.
+fn seq_id(id: usize) -> Option<i32> {
+    i32::try_from(id).ok()
+}
+
+/// Empties slot `id`'s KV cache.
 fn clear_slot(context: &mut LlamaContext<'_>, id: usize) {
     let id = u32::try_from(id).unwrap_or(0);
     if let Err(e) = context.clear_kv_cache_seq(Some(id), None, None) {
@@ -622,12 +866,13 @@ fn sampler_for(n_vocab: i32, temperature: Option<f32>) -> LlamaSampler {
 }
 
 /// The conversation in the model's chat template, ending with the opened
-/// assistant turn. Tool calls are left out; tool results are shown to the
+/// assistant turn when `add_assistant` is set. Tool calls are left out; tool results are shown to the
 /// model as user messages.
 fn format_prompt(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
     messages: &[LlmMessage],
+    add_assistant: bool,
 ) -> Result<String, ProviderError> {
     let chat = messages
         .iter()
@@ -643,7 +888,7 @@ fn format_prompt(
         })
         .collect::<Result<Vec<_>, _>>()?;
     model
-        .apply_chat_template(template, &chat, true)
+        .apply_chat_template(template, &chat, add_assistant)
         .map_err(|e| rejected(format!("cannot apply the chat template: {e}")))
 }
 
@@ -698,6 +943,66 @@ mod tests {
         let mut buffer = vec![b'a', 0xff, b'b'];
         assert_eq!(take_utf8(&mut buffer), "a\u{fffd}b");
         assert!(buffer.is_empty());
+    }
+
+    fn tokens(ids: &[i32]) -> Vec<LlamaToken> {
+        ids.iter().copied().map(LlamaToken::new).collect()
+    }
+
+    #[test]
+    fn a_conversation_goes_back_to_its_own_slot() {
+        let own = tokens(&[1, 2, 3, 4, 5]);
+        let other = tokens(&[1, 2, 9]);
+        let prompt = tokens(&[1, 2, 3, 4, 5, 6, 7]);
+        for slots in [
+            vec![(own.as_slice(), true, 1), (other.as_slice(), true, 2)],
+            vec![(other.as_slice(), true, 2), (own.as_slice(), true, 1)],
+        ] {
+            let placement = place(&prompt, &slots).expect("a free slot");
+            assert_eq!(slots[placement.slot].0, own.as_slice());
+            assert_eq!(placement.keep, 5);
+            assert_eq!(placement.copy_from, None);
+        }
+    }
+
+    #[test]
+    fn the_last_prompt_token_is_always_decoded() {
+        let prompt = tokens(&[1, 2, 3]);
+        let cached = tokens(&[1, 2, 3, 4]);
+        let placement = place(&prompt, &[(cached.as_slice(), true, 1)]).expect("free");
+        assert_eq!(placement.keep, 2);
+    }
+
+    #[test]
+    fn a_new_conversation_prefers_an_empty_slot_and_copies_the_shared_prefix() {
+        let system: Vec<i32> = (0..100).collect();
+        let busy = tokens(&[system.as_slice(), &[500, 501]].concat());
+        let prompt = tokens(&[system.as_slice(), &[700, 701]].concat());
+        let slots = [(busy.as_slice(), false, 1), (&[][..], true, 0)];
+        let placement = place(&prompt, &slots).expect("a free slot");
+        assert_eq!(
+            placement,
+            Placement {
+                slot: 1,
+                copy_from: Some(0),
+                keep: 100
+            }
+        );
+        // A short shared prefix is not worth a copy.
+        let short = tokens(&[0, 1, 2, 800]);
+        let slots = [(short.as_slice(), false, 1), (&[][..], true, 0)];
+        let placement = place(&prompt, &slots).expect("a free slot");
+        assert_eq!(placement.copy_from, None);
+        assert_eq!(placement.keep, 0);
+    }
+
+    #[test]
+    fn no_free_slot_no_placement() {
+        let cached = tokens(&[1]);
+        assert_eq!(
+            place(&tokens(&[1, 2]), &[(cached.as_slice(), false, 1)]),
+            None
+        );
     }
 
     #[test]

@@ -406,3 +406,209 @@ async fn offline_llm_speed() {
         );
     }
 }
+
+/// A long receptionist system prompt (about 300 tokens), as a tenant's
+/// agent would have.
+fn long_system_prompt() -> String {
+    format!(
+        "{RECEPTIONIST} The practice is open Monday to Friday from 8 am to 6 pm \
+         and on Saturday from 9 am to 1 pm; it is closed on Sundays and public \
+         holidays. Dr. Alvarez and Dr. Chen see new patients; Dr. Patel sees \
+         children under twelve only. Cleanings take 45 minutes and cost 95 \
+         dollars without insurance; a check-up with X-rays costs 140 dollars; \
+         whitening starts at 300 dollars. We accept Delta Dental, Cigna, Aetna, \
+         MetLife and Guardian; other insurers are billed by the patient. \
+         Emergencies such as a broken tooth, swelling or severe pain are seen \
+         the same day: put the caller through to the emergency line. Parking is \
+         free behind the building on Oak Street; the entrance is next to the \
+         pharmacy, and there is a lift to the second floor. If the caller wants \
+         to book, ask for their full name, date of birth, phone number and a \
+         preferred day and time, then confirm every detail back to them before \
+         ending the call. To cancel or move an appointment, ask for the name and \
+         the date of the existing appointment. Cancellations with less than 24 \
+         hours notice cost 50 dollars. Never give medical advice and never \
+         diagnose; offer an appointment instead. Never promise a price for \
+         treatment that the dentist has not seen. Speak in short sentences, one \
+         or two at a time, because the caller hears you on the phone. If you do \
+         not know an answer, say that a colleague will call back, and take a \
+         message with the caller's name and number."
+    )
+}
+
+/// The caller's side of a realistic booking call.
+const CALLER_TURNS: [&str; 5] = [
+    "Hi, I'd like to book a cleaning next week. What times do you have?",
+    "Tuesday morning would be great, maybe around ten?",
+    "My name is Maria Gonzalez, born March 3rd 1985.",
+    "Do you take Cigna insurance?",
+    "Great, and where do I park?",
+];
+
+/// Asks `messages` with greedy decoding; returns the reply, the time to
+/// its first text piece and the prompt length.
+async fn timed_turn(
+    llm: &LocalLlm,
+    messages: Vec<LlmMessage>,
+    max_tokens: u32,
+) -> (String, Duration, u32) {
+    let request = LlmRequest {
+        model: "smollm2".into(),
+        messages,
+        tools: Vec::new(),
+        temperature: Some(0.0),
+        max_tokens: Some(max_tokens),
+    };
+    let start = tokio::time::Instant::now();
+    let mut events = llm.stream(request).await.expect("accepted");
+    let mut first = None;
+    let mut text = String::new();
+    let mut prompt = 0;
+    while let Some(event) = events.next().await {
+        match event.expect("no error") {
+            LlmEvent::Text(piece) => {
+                first.get_or_insert_with(|| start.elapsed());
+                text.push_str(&piece);
+            }
+            LlmEvent::Usage(u) => prompt = u.prompt,
+            _ => {}
+        }
+    }
+    (text, first.unwrap_or_else(|| start.elapsed()), prompt)
+}
+
+/// Prints time to first token per turn of a five-turn phone conversation
+/// with a ~300-token system prompt: every turn re-sends the whole
+/// conversation, as the call pipeline does. Run by hand: `cargo test
+/// --test api offline_llm_multi_turn_speed -- --ignored --nocapture`.
+/// Asserts nothing.
+#[tokio::test]
+#[ignore = "a measurement, not a test"]
+async fn offline_llm_multi_turn_speed() {
+    let Some(llm) = own_model() else { return };
+    for run in 0..2 {
+        let mut messages = vec![LlmMessage::System(long_system_prompt())];
+        for (turn, caller) in CALLER_TURNS.iter().enumerate() {
+            messages.push(LlmMessage::User((*caller).to_string()));
+            let decoded_before = llm.stats().prompt_tokens;
+            let (reply, ttft, prompt) = timed_turn(&llm, messages.clone(), 24).await;
+            let decoded = llm.stats().prompt_tokens - decoded_before;
+            println!(
+                "run {run} turn {turn}: prompt {prompt} tokens, {decoded} decoded, TTFT {:.0} ms",
+                ttft.as_secs_f64() * 1000.0
+            );
+            messages.push(LlmMessage::Assistant {
+                content: reply,
+                tool_calls: Vec::new(),
+            });
+        }
+    }
+}
+
+/// A fresh model with an empty cache, for the answers to compare with.
+fn cold_model() -> Arc<LocalLlm> {
+    own_model().expect("the model is there")
+}
+
+/// The greedy reply to `messages` and how many prompt tokens it reused.
+async fn greedy(llm: &LocalLlm, messages: &[LlmMessage]) -> (String, u64) {
+    let before = llm.stats().reused_prompt_tokens;
+    let (reply, _, _) = timed_turn(llm, messages.to_vec(), 16).await;
+    (reply, llm.stats().reused_prompt_tokens - before)
+}
+
+fn assistant(content: &str) -> LlmMessage {
+    LlmMessage::Assistant {
+        content: content.to_string(),
+        tool_calls: Vec::new(),
+    }
+}
+
+/// Asserts that a reply from a warm cache is the cold one up to near ties:
+/// llama.cpp's logits are not bit-identical when a prompt is decoded in
+/// different batch splits, so where two words score almost alike the
+/// choice may flip a few tokens in ("Cigna" or "CIGNA"). A corrupted cache
+/// goes wrong from the first word, so: the same first word and most words
+/// in common.
+fn assert_agree(warm: &str, cold: &str) {
+    let words =
+        |text: &str| -> Vec<String> { text.split_whitespace().map(|w| w.to_lowercase()).collect() };
+    let (warm_words, cold_words) = (words(warm), words(cold));
+    let shared = warm_words.iter().filter(|w| cold_words.contains(w)).count();
+    assert!(
+        !warm_words.is_empty()
+            && warm_words.first() == cold_words.first()
+            && shared * 2 >= warm_words.len(),
+        "warm {warm:?} and cold {cold:?} differ too much"
+    );
+}
+
+#[tokio::test]
+async fn offline_llm_prefix_cache_keeps_answers_and_slots_intact() {
+    let (Some(llm), Some(twin)) = (own_model(), own_model()) else {
+        return;
+    };
+    let system = LlmMessage::System(long_system_prompt());
+    let turn1 = vec![system.clone(), LlmMessage::User(CALLER_TURNS[0].into())];
+
+    // Cold, then the very same prompt twice: all but its last token reused,
+    // and the two warm answers (same split) are identical.
+    let (cold1, reused) = greedy(&llm, &turn1).await;
+    assert_eq!(reused, 0);
+    let (warm1, reused) = greedy(&llm, &turn1).await;
+    assert!(reused > 300, "the prompt was reused: {reused}");
+    let (warm1_again, _) = greedy(&llm, &turn1).await;
+    assert_eq!(
+        warm1_again, warm1,
+        "the same prompt, the same greedy answer"
+    );
+    assert_agree(&warm1, &cold1);
+
+    // The next turn of the same call reuses the whole previous turn.
+    let mut turn2 = turn1.clone();
+    turn2.push(assistant(&warm1));
+    turn2.push(LlmMessage::User(CALLER_TURNS[1].into()));
+    let (warm2, reused) = greedy(&llm, &turn2).await;
+    assert!(reused > 300, "{reused}");
+    assert_agree(&warm2, &greedy(&cold_model(), &turn2).await.0);
+
+    // Another call with the same system prompt takes the other slot,
+    // copying the shared system prompt from the first call's slot.
+    let other = vec![system.clone(), LlmMessage::User(CALLER_TURNS[3].into())];
+    let (warm_other, reused) = greedy(&llm, &other).await;
+    assert!(reused > 250, "the system prompt was reused: {reused}");
+    assert_agree(&warm_other, &greedy(&cold_model(), &other).await.0);
+
+    // The first call's slot was not disturbed by the other call: its third
+    // turn answers exactly as on a twin that never saw the other call.
+    let mut turn3 = turn2.clone();
+    turn3.push(assistant(&warm2));
+    turn3.push(LlmMessage::User(CALLER_TURNS[2].into()));
+    let (warm3, reused) = greedy(&llm, &turn3).await;
+    assert!(reused > 350, "{reused}");
+    for messages in [&turn1, &turn1, &turn1, &turn2] {
+        greedy(&twin, messages).await;
+    }
+    let (twin3, twin_reused) = greedy(&twin, &turn3).await;
+    assert_eq!(warm3, twin3, "turn 3 of the first call");
+    assert_eq!(reused, twin_reused);
+
+    let stats = llm.stats();
+    assert_eq!((stats.completed, stats.failed), (6, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn offline_llm_prefill_warms_the_cache() {
+    let Some(llm) = own_model() else { return };
+    let system = LlmMessage::System(long_system_prompt());
+    llm.prefill(vec![system.clone()])
+        .await
+        .expect("the system prompt is prefilled");
+    let prefilled = llm.stats().prompt_tokens;
+    assert!(prefilled > 250, "{:?}", llm.stats());
+    assert_eq!(llm.stats().generated_tokens, 0);
+
+    let call = vec![system, LlmMessage::User(CALLER_TURNS[0].into())];
+    let (warm, reused) = greedy(&llm, &call).await;
+    assert_eq!(reused, prefilled, "the whole prefill was reused");
+    assert_agree(&warm, &greedy(&cold_model(), &call).await.0);
+}
