@@ -314,6 +314,9 @@ async fn call(
             ""
         };
         println!("    {:<7} {}{cut}", turn.speaker, turn.text);
+        if let Some(stages) = stages(&turn.timings) {
+            println!("            ({stages})");
+        }
     }
     print!("{}", indent(&callsim::render_report(&report)));
     println!(
@@ -385,6 +388,26 @@ async fn stored_transcript(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     anyhow::bail!("the call's transcript was not complete after 5 s")
+}
+
+/// An agent turn's stage latencies, from the timings stored with it.
+fn stages(timings: &serde_json::Value) -> Option<String> {
+    let at = |key: &str| timings.get(key).and_then(serde_json::Value::as_u64);
+    let first_media = at("first_media_ms")?;
+    let stt_final = at("caller_end_ms")?;
+    let gap = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(a), Some(b)) => format!("{} ms", b.saturating_sub(a)),
+        _ => "–".to_string(),
+    };
+    let speech_end = at("speech_end_ms");
+    Some(format!(
+        "end of speech → STT final {}, → LLM first text {}, → TTS first audio {}, → sent {}; total {}",
+        gap(speech_end, Some(stt_final)),
+        gap(Some(stt_final), at("llm_first_token_ms")),
+        gap(at("llm_first_token_ms"), at("tts_first_byte_ms")),
+        gap(at("tts_first_byte_ms"), Some(first_media)),
+        gap(speech_end.or(Some(stt_final)), Some(first_media)),
+    ))
 }
 
 fn indent(text: &str) -> String {

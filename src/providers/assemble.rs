@@ -141,7 +141,7 @@ async fn serve_local_llm(llm: Arc<LocalLlm>) -> Option<Arc<dyn LanguageModel>> {
         }
     };
     let addr = listener.local_addr().ok()?;
-    let router = super::llama::http::router(llm);
+    let router = super::llama::http::router(llm.clone());
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router).await {
             tracing::error!(%error, "the local LLM endpoint stopped");
@@ -150,9 +150,10 @@ async fn serve_local_llm(llm: Arc<LocalLlm>) -> Option<Arc<dyn LanguageModel>> {
     let base = url::Url::parse(&format!("http://{addr}/v1")).ok()?;
     tracing::info!(%base, "local LLM (SmolLM2) serving an OpenAI-compatible endpoint");
     match OpenAiLlm::new(OpenAiConfig::with_base_url(base)) {
-        Ok(client) => Some(Arc::new(Renamed {
+        Ok(client) => Some(Arc::new(LocalEndpoint {
             name: "smollm2",
             inner: client,
+            local: llm,
         })),
         Err(error) => {
             tracing::warn!(%error, "could not build the local LLM client");
@@ -161,16 +162,33 @@ async fn serve_local_llm(llm: Arc<LocalLlm>) -> Option<Arc<dyn LanguageModel>> {
     }
 }
 
-/// A model client reported under another name (the local endpoint's client
-/// is the OpenAI one, but metrics and logs should say `smollm2`).
-struct Renamed<T> {
+/// The most tokens the local model may say in one reply.
+const LOCAL_MAX_TOKENS: u32 = 60;
+
+/// The local model as calls see it: the OpenAI client on its loopback
+/// endpoint, reported as `smollm2` in metrics and logs, with the prompt
+/// prefill going straight to the model.
+struct LocalEndpoint<T> {
     name: &'static str,
     inner: T,
+    local: Arc<LocalLlm>,
 }
 
-impl<T: LanguageModel> LanguageModel for Renamed<T> {
+impl<T: LanguageModel> LanguageModel for LocalEndpoint<T> {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn prefill(
+        &self,
+        messages: Vec<super::roles::LlmMessage>,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        let warm = self.local.prefill(messages);
+        Box::pin(async move {
+            if let Err(error) = warm.await {
+                tracing::debug!(%error, "local LLM prefill failed");
+            }
+        })
     }
 
     fn stream(
@@ -181,6 +199,13 @@ impl<T: LanguageModel> LanguageModel for Renamed<T> {
         Result<super::roles::LlmStream, super::roles::ProviderError>,
     > {
         let name = self.name;
+        let mut request = request;
+        // A 135M model rambles: on the phone a short answer is the right one.
+        request.max_tokens = Some(
+            request
+                .max_tokens
+                .map_or(LOCAL_MAX_TOKENS, |n| n.min(LOCAL_MAX_TOKENS)),
+        );
         let stream = self.inner.stream(request);
         Box::pin(async move {
             let events = stream.await.map_err(|e| rename(e, name))?;

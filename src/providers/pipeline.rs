@@ -260,6 +260,10 @@ impl PipelineCall {
             metrics.clone(),
             meter.clone(),
         ));
+        if let Some(first) = chains.llm.first() {
+            // The system prompt is the same for every turn of the call.
+            tokio::spawn(first.prefill(vec![LlmMessage::System(setup.system_prompt.clone())]));
+        }
         let llm = Arc::new(LlmShared {
             chain: chains.llm,
             setup,

@@ -308,6 +308,14 @@ pub trait LanguageModel: Send + Sync {
     /// Starts a streaming completion. The future resolves once the server
     /// accepted the request (HTTP status known), with the event stream.
     fn stream(&self, request: LlmRequest) -> BoxFuture<'static, Result<LlmStream, ProviderError>>;
+
+    /// Warms the model for a conversation that will start with `messages`
+    /// (a local model evaluates the system prompt once, at call set-up,
+    /// instead of at the caller's first turn). Vendors need nothing: the
+    /// default does nothing.
+    fn prefill(&self, _messages: Vec<LlmMessage>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 // ---------------------------------------------------------------- TTS
