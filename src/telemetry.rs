@@ -14,15 +14,16 @@ pub fn init(settings: &LogSettings) {
         .or_else(|| EnvFilter::try_new(&settings.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     // PostgreSQL notices ("relation already exists, skipping") reach us
-    // through sqlx at INFO; they are noise unless asked for.
-    let filter = if filter.to_string().contains("sqlx") {
-        filter
-    } else {
-        match "sqlx=warn".parse() {
-            Ok(directive) => filter.add_directive(directive),
-            Err(_) => filter,
+    // through sqlx at INFO, and llama.cpp describes every model load at
+    // INFO: noise unless asked for.
+    let mut filter = filter;
+    for (name, directive) in [("sqlx", "sqlx=warn"), ("llama", "llama-cpp-2=warn")] {
+        if !filter.to_string().contains(name) {
+            if let Ok(directive) = directive.parse() {
+                filter = filter.add_directive(directive);
+            }
         }
-    };
+    }
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Human => builder.with_target(false).compact().try_init(),
