@@ -9,26 +9,16 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Value};
-use switchboard::call::driver::{self, CallContext, LogOnlyControl, StreamOutcome, WsIn, WsOut};
-use switchboard::call::registry::LiveCalls;
+use switchboard::call::driver::{self, CallContext, StreamOutcome, WsIn, WsOut};
 use switchboard::call::EndReason;
 use switchboard::db::CustomerId;
 use switchboard::providers::fake::{FakeFactory, FAKE_REPLY};
 use switchboard::repo;
-use switchboard::twilio::call_token::CallTokenKey;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{call_transcript, TestDb};
+use crate::helpers::{call_transcript, driver_context, fixture_ulaw, TestDb};
 
 const CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
-
-fn fixture_ulaw(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/audio")
-        .join(name);
-    media::wav::read_ulaw(&path).expect("fixture")
-}
 
 /// The Twilio side: what it received and the channel into the driver.
 struct Twilio {
@@ -175,26 +165,7 @@ async fn setup(tdb: &TestDb) -> (CustomerId, CallContext, String) {
     .await
     .expect("call row");
     tx.commit().await.expect("commit");
-    let token_key = CallTokenKey::from_keyring(tdb.platform.keyring()).expect("key");
-    let token = token_key
-        .issue(
-            CALL_SID,
-            customer,
-            chrono::Utc::now() + chrono::Duration::seconds(60),
-        )
-        .expect("token");
-    let ctx = CallContext {
-        platform: tdb.platform.clone(),
-        providers: Arc::new(FakeFactory::default()),
-        live: Arc::new(LiveCalls::default()),
-        shutdown: CancellationToken::new(),
-        token_key,
-        control: Arc::new(LogOnlyControl),
-        endpoint: Default::default(),
-        upgrade: Default::default(),
-        metrics: Default::default(),
-        defaults: Default::default(),
-    };
+    let (ctx, token) = driver_context(tdb, customer, CALL_SID);
     (customer, ctx, token)
 }
 

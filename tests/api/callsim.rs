@@ -5,23 +5,9 @@
 use switchboard::callsim::{self, Answer, CallSpec, Step};
 
 use crate::helpers::{
-    call_transcript, spawn_app, tenant_input, TestApp, PUBLIC_URL, TWILIO_ACCOUNT_SID,
-    TWILIO_AUTH_TOKEN,
+    call_transcript, fixture_clip, spawn_app, tenant_input, TestApp, PUBLIC_URL,
+    TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
 };
-
-fn clip(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/audio")
-        .join(name);
-    callsim::parse_script(&["--say".into(), path.display().to_string()])
-        .ok()
-        .and_then(|mut s| s.pop())
-        .and_then(|s| match s {
-            Step::Say(audio) => Some(audio),
-            _ => None,
-        })
-        .expect("fixture clip")
-}
 
 fn spec(app: &TestApp, to: &str, script: Vec<Step>) -> CallSpec {
     CallSpec {
@@ -59,12 +45,12 @@ async fn a_call_with_two_turns_and_a_barge_in() {
         Step::WaitAgent {
             timeout: std::time::Duration::from_secs(10),
         },
-        Step::Say(clip("question.wav")),
+        Step::Say(fixture_clip("question.wav")),
         Step::Silence(std::time::Duration::from_millis(800)),
         Step::WaitAgent {
             timeout: std::time::Duration::from_secs(10),
         },
-        Step::Say(clip("greeting_reply.wav")),
+        Step::Say(fixture_clip("greeting_reply.wav")),
     ];
     script.extend(interruption);
     script.push(Step::Silence(std::time::Duration::from_millis(800)));
@@ -139,7 +125,7 @@ async fn ten_thousand_malformed_messages_across_twenty_calls_break_nothing() {
         .create_tenant("test", tenant_input("fuzzed", "+15550005000"))
         .await
         .expect("tenant");
-    let question = clip("question.wav");
+    let question = fixture_clip("question.wav");
     let mut calls = Vec::new();
     for i in 0..20 {
         let mut spec = spec(

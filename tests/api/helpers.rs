@@ -303,3 +303,51 @@ pub async fn serve_loopback(
     });
     (addr, server)
 }
+
+/// A speech clip of `fixtures/audio` as the simulator plays it (`--say`).
+pub fn fixture_clip(name: &str) -> Vec<u8> {
+    switchboard::callsim::load_ulaw(fixture_path(name)).expect("fixture clip")
+}
+
+/// A mu-law clip of `fixtures/audio`, bytes as stored.
+pub fn fixture_ulaw(name: &str) -> Vec<u8> {
+    media::wav::read_ulaw(fixture_path(name)).expect("fixture")
+}
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/audio")
+        .join(name)
+}
+
+/// What the call driver needs for one test call to `customer`, with the
+/// fake providers and a logging call control, and a valid call token for
+/// `call_sid`.
+pub fn driver_context(
+    tdb: &TestDb,
+    customer: switchboard::db::CustomerId,
+    call_sid: &str,
+) -> (switchboard::call::driver::CallContext, String) {
+    use switchboard::twilio::call_token::CallTokenKey;
+    let token_key = CallTokenKey::from_keyring(tdb.platform.keyring()).expect("key");
+    let token = token_key
+        .issue(
+            call_sid,
+            customer,
+            chrono::Utc::now() + chrono::Duration::seconds(60),
+        )
+        .expect("token");
+    let ctx = switchboard::call::driver::CallContext {
+        platform: tdb.platform.clone(),
+        providers: std::sync::Arc::new(switchboard::providers::fake::FakeFactory::default()),
+        live: std::sync::Arc::new(switchboard::call::registry::LiveCalls::default()),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+        token_key,
+        control: std::sync::Arc::new(switchboard::call::driver::LogOnlyControl),
+        endpoint: Default::default(),
+        upgrade: Default::default(),
+        metrics: Default::default(),
+        defaults: Default::default(),
+    };
+    (ctx, token)
+}

@@ -787,36 +787,14 @@ async fn the_server_recovers_calls_a_crash_left_open_when_it_starts() {
 
 #[tokio::test]
 async fn a_call_that_ends_normally_gets_its_post_call_job() {
-    use switchboard::call::driver::{
-        self, CallContext, LogOnlyControl, StreamOutcome, WsIn, WsOut,
-    };
-    use switchboard::twilio::call_token::CallTokenKey;
+    use switchboard::call::driver::{self, StreamOutcome, WsIn, WsOut};
     use tokio::sync::mpsc;
 
     const SID: &str = "CAfeedfacefeedfacefeedfacefeedface";
     let tdb = TestDb::new().await;
     let customer = tdb.tenant("jobs-driver", "+15550004013").await;
     open_call(&tdb, customer, SID, "+15550004013", "ringing").await;
-    let token_key = CallTokenKey::from_keyring(tdb.platform.keyring()).expect("key");
-    let token = token_key
-        .issue(
-            SID,
-            customer,
-            chrono::Utc::now() + chrono::Duration::seconds(60),
-        )
-        .expect("token");
-    let ctx = CallContext {
-        platform: tdb.platform.clone(),
-        providers: Arc::new(switchboard::providers::fake::FakeFactory::default()),
-        live: Arc::new(LiveCalls::default()),
-        shutdown: CancellationToken::new(),
-        token_key,
-        control: Arc::new(LogOnlyControl),
-        endpoint: Default::default(),
-        upgrade: Default::default(),
-        metrics: Default::default(),
-        defaults: Default::default(),
-    };
+    let (ctx, token) = crate::helpers::driver_context(&tdb, customer, SID);
     let (to_driver, rx) = mpsc::channel::<WsIn>(16);
     let (out, mut from_driver) = mpsc::channel::<WsOut>(4096);
     let incoming =

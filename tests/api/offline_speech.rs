@@ -18,6 +18,8 @@ use switchboard::providers::roles::{
 };
 use tokio::sync::mpsc;
 
+use crate::helpers::fixture_ulaw;
+
 /// Where `switchboard models fetch` installed the models for this checkout.
 fn data_dir() -> PathBuf {
     std::env::var_os("SWITCHBOARD_DATA_DIR")
@@ -73,13 +75,6 @@ fn voice() -> Voice {
         model: None,
         settings: None,
     }
-}
-
-fn fixture_ulaw(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/audio")
-        .join(name);
-    media::wav::read_ulaw(&path).expect("fixture")
 }
 
 /// Lower-case words; anything but letters, digits and apostrophes

@@ -33,8 +33,8 @@ use crate::fake_elevenlabs::{FakeElevenLabs, FAKE_KEY as ELEVENLABS_KEY, VOICE_I
 use crate::fake_openai::{self, FakeOpenAi, Reply};
 use crate::fake_whisper::{self, FakeWhisper, WHISPER_KEY};
 use crate::helpers::{
-    call_transcript, drop_database, tenant_input, test_env, PUBLIC_URL, TWILIO_ACCOUNT_SID,
-    TWILIO_AUTH_TOKEN,
+    call_transcript, drop_database, fixture_clip, tenant_input, test_env, PUBLIC_URL,
+    TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN,
 };
 
 /// The OpenAI key the platform account uses.
@@ -201,20 +201,6 @@ impl OutageApp {
     }
 }
 
-fn clip(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures/audio")
-        .join(name);
-    callsim::parse_script(&["--say".into(), path.display().to_string()])
-        .ok()
-        .and_then(|mut s| s.pop())
-        .and_then(|s| match s {
-            Step::Say(audio) => Some(audio),
-            _ => None,
-        })
-        .expect("fixture clip")
-}
-
 /// Greeting, then three caller turns, each waited for; a pause after the
 /// first answer, during which the vendor goes down.
 fn script() -> Vec<Step> {
@@ -223,16 +209,16 @@ fn script() -> Vec<Step> {
     };
     vec![
         wait(),
-        Step::Say(clip("greeting_reply.wav")),
+        Step::Say(fixture_clip("greeting_reply.wav")),
         wait(),
         // Longer than Deepgram's client takes to give up reconnecting
         // (handshakes refused; retries after 0, 0.25, 0.5, 1 and 2 s), so
         // the next turn is Whisper's from its start.
         Step::Silence(Duration::from_secs(5)),
-        Step::Say(clip("question.wav")),
+        Step::Say(fixture_clip("question.wav")),
         wait(),
         Step::Silence(Duration::from_millis(500)),
-        Step::Say(clip("greeting_reply.wav")),
+        Step::Say(fixture_clip("greeting_reply.wav")),
         wait(),
         Step::Silence(Duration::from_millis(500)),
         Step::Hangup,
