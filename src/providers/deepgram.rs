@@ -42,7 +42,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use url::Url;
 
-use super::roles::{ProviderError, SpeechToText, SttEvent, SttInput};
+use super::roles::{endpoint_under, ProviderError, SpeechToText, SttEvent, SttInput};
 use media::FRAME_SAMPLES;
 
 /// The client's name in logs, metrics and errors.
@@ -121,17 +121,7 @@ impl DeepgramConfig {
     /// `base_url` with the listen path and the query string of
     /// PROTOCOLS.md §6.
     pub fn listen_url(&self) -> Result<Url, ProviderError> {
-        let mut url = self.base_url.clone();
-        match url.scheme() {
-            "ws" | "wss" => {}
-            other => {
-                return Err(unavailable(format!(
-                    "base URL scheme must be ws or wss, not {other}"
-                )))
-            }
-        }
-        let path = format!("{}/v1/listen", url.path().trim_end_matches('/'));
-        url.set_path(&path);
+        let mut url = endpoint_under(NAME, &self.base_url, &["ws", "wss"], "/v1/listen")?;
         url.query_pairs_mut()
             .clear()
             .append_pair("model", &self.model)

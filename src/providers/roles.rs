@@ -142,6 +142,31 @@ impl ProviderError {
     }
 }
 
+/// `base` with `suffix` appended to its path (a base's own path, such as a
+/// self-hosted server's `/v1`, is kept), once its scheme is checked to be
+/// one of `schemes`.
+pub fn endpoint_under(
+    provider: &'static str,
+    base: &url::Url,
+    schemes: &[&str],
+    suffix: &str,
+) -> Result<url::Url, ProviderError> {
+    if !schemes.contains(&base.scheme()) {
+        return Err(ProviderError::Unavailable {
+            provider,
+            message: format!(
+                "base URL scheme must be {}, not {}",
+                schemes.join(" or "),
+                base.scheme()
+            ),
+        });
+    }
+    let mut url = base.clone();
+    let path = format!("{}{suffix}", url.path().trim_end_matches('/'));
+    url.set_path(&path);
+    Ok(url)
+}
+
 // ---------------------------------------------------------------- STT
 
 /// What the pipeline feeds a per-call STT actor.

@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use url::Url;
 
-use super::roles::{ProviderError, SpeechToText, SttEvent, SttInput};
+use super::roles::{endpoint_under, ProviderError, SpeechToText, SttEvent, SttInput};
 
 /// The client's name in logs, metrics and errors.
 pub const NAME: &str = "whisper";
@@ -94,18 +94,12 @@ impl WhisperConfig {
 
     /// The transcription endpoint.
     pub fn endpoint(&self) -> Result<Url, ProviderError> {
-        let mut url = self.base_url.clone();
-        match url.scheme() {
-            "http" | "https" => {}
-            other => {
-                return Err(unavailable(format!(
-                    "base URL scheme must be http or https, not {other}"
-                )))
-            }
-        }
-        let path = format!("{}/audio/transcriptions", url.path().trim_end_matches('/'));
-        url.set_path(&path);
-        Ok(url)
+        endpoint_under(
+            NAME,
+            &self.base_url,
+            &["http", "https"],
+            "/audio/transcriptions",
+        )
     }
 }
 
