@@ -174,6 +174,14 @@ pub enum TenantCommand {
         /// Tenant slug.
         slug: String,
     },
+    /// Replace a tenant's provider choices and settings, e.g.
+    /// `'{"llm": {"provider": "local"}, "tts": {"provider": "elevenlabs"}}'`.
+    SetProviders {
+        /// Tenant slug.
+        slug: String,
+        /// The settings as one JSON object (see the README).
+        settings: String,
+    },
 }
 
 /// `--json`.
@@ -478,6 +486,17 @@ async fn platform_command(runtime: &Runtime, command: Command) -> anyhow::Result
                 .set_tenant_status(CLI_ACTOR, &slug, "suspended")
                 .await?;
             println!("suspended {slug}");
+        }
+        Command::Tenant(TenantCommand::SetProviders { slug, settings }) => {
+            let settings: serde_json::Value = serde_json::from_str(&settings)
+                .map_err(|e| anyhow::anyhow!("the settings are not valid JSON: {e}"))?;
+            let customer = platform
+                .set_provider_settings(CLI_ACTOR, &slug, settings)
+                .await?;
+            println!(
+                "provider settings of {slug}: {}",
+                customer.provider_settings
+            );
         }
         Command::Tenant(TenantCommand::Resume { slug }) => {
             platform

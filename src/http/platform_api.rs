@@ -25,6 +25,10 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/tenants/{slug}/resume", post(resume_tenant))
         .route("/tenants/{slug}/numbers", post(assign_number))
         .route(
+            "/tenants/{slug}/provider-settings",
+            put(set_provider_settings),
+        )
+        .route(
             "/tenants/{slug}/credentials/{provider}",
             put(set_credential),
         )
@@ -88,6 +92,20 @@ async fn resume_tenant(
     let customer = state
         .platform
         .set_tenant_status(&actor.actor, &slug, "active")
+        .await?;
+    Ok(Json(json!(customer)))
+}
+
+async fn set_provider_settings(
+    State(state): State<AppState>,
+    actor: PlatformActor,
+    Path(slug): Path<String>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let settings = body(payload)?;
+    let customer = state
+        .platform
+        .set_provider_settings(&actor.actor, &slug, settings)
         .await?;
     Ok(Json(json!(customer)))
 }

@@ -349,6 +349,39 @@ impl Platform {
         Ok(customer)
     }
 
+    /// Replaces a tenant's provider choices and settings (validated by
+    /// [`crate::providers::setup::validate_provider_settings`]). Calls that
+    /// start afterwards use them.
+    pub async fn set_provider_settings(
+        &self,
+        actor: &str,
+        slug: &str,
+        settings: serde_json::Value,
+    ) -> Result<Customer, PlatformError> {
+        crate::providers::setup::validate_provider_settings(&settings)
+            .map_err(PlatformError::Invalid)?;
+        let mut tx = self.tenant_tx(slug).await?;
+        let previous = repo::customers::set_provider_settings(&mut tx, &settings).await?;
+        repo::audit::record(
+            &mut tx,
+            actor,
+            "tenant.provider_settings",
+            Some(slug),
+            json!({ "previous": previous, "new": settings }),
+        )
+        .await?;
+        let customer = repo::customers::get(&mut tx).await?;
+        tx.commit().await?;
+        self.platform_audit(
+            actor,
+            "tenant.provider_settings",
+            Some(customer.customer_id),
+            json!({ "slug": slug }),
+        )
+        .await?;
+        Ok(customer)
+    }
+
     /// Assigns a number to a tenant.
     pub async fn assign_number(
         &self,

@@ -107,10 +107,82 @@ pub fn voice(voice_id: Option<&str>, tts: Option<&Value>) -> Voice {
     }
 }
 
+/// Providers a tenant may put first, per role (`local` is the role's
+/// local model).
+pub const PROVIDER_CHOICES: [(&str, &[&str]); 3] = [
+    ("stt", &["deepgram", "whisper", "moonshine", "local"]),
+    ("llm", &["openai", "smollm2", "local"]),
+    ("tts", &["elevenlabs", "elevenlabs-http", "flite", "local"]),
+];
+
+/// Checks `provider_settings` before it is stored, so a tenant learns of a
+/// typo when saving rather than by a call quietly using the defaults:
+/// an object with at most the roles `stt`, `llm`, `tts`, each an object
+/// whose known keys have the right type and range.
+pub fn validate_provider_settings(value: &Value) -> Result<(), String> {
+    let roles = value
+        .as_object()
+        .ok_or("provider settings must be a JSON object")?;
+    for (role, settings) in roles {
+        let Some((_, allowed)) = PROVIDER_CHOICES.iter().find(|(r, _)| r == role) else {
+            return Err(format!("unknown role `{role}` (expected stt, llm or tts)"));
+        };
+        let settings = settings
+            .as_object()
+            .ok_or_else(|| format!("`{role}` must be a JSON object"))?;
+        for (key, v) in settings {
+            let ok = match (role.as_str(), key.as_str()) {
+                (_, "provider") => match v.as_str() {
+                    Some(p) if allowed.contains(&p) => true,
+                    _ => {
+                        return Err(format!(
+                            "`{role}.provider` must be one of {}",
+                            allowed.join(", ")
+                        ))
+                    }
+                },
+                (_, "model") => v.as_str().is_some_and(|m| !m.trim().is_empty()),
+                ("llm", "temperature") => v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)),
+                ("llm", "max_tokens") => v.as_u64().is_some_and(|n| (1..=4_096).contains(&n)),
+                ("tts", "voice_settings") => v.is_object(),
+                _ => return Err(format!("unknown setting `{role}.{key}`")),
+            };
+            if !ok {
+                return Err(format!("`{role}.{key}` has an invalid value"));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn provider_settings_are_checked_before_they_are_stored() {
+        let good = json!({
+            "stt": {"provider": "deepgram"},
+            "llm": {"provider": "local", "model": "gpt-4o-mini", "temperature": 0.3, "max_tokens": 200},
+            "tts": {"provider": "elevenlabs", "model": "eleven_flash_v2_5", "voice_settings": {"speed": 1.0}}
+        });
+        assert_eq!(validate_provider_settings(&good), Ok(()));
+        assert_eq!(validate_provider_settings(&json!({})), Ok(()));
+        for bad in [
+            json!([]),
+            json!({"asr": {}}),
+            json!({"llm": "openai"}),
+            json!({"llm": {"provider": "anthropic"}}),
+            json!({"tts": {"provider": "deepgram"}}),
+            json!({"llm": {"temperature": 3}}),
+            json!({"llm": {"max_tokens": 0}}),
+            json!({"llm": {"top_p": 0.5}}),
+            json!({"tts": {"voice_settings": 1}}),
+        ] {
+            assert!(validate_provider_settings(&bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn tenant_settings_override_defaults_and_bad_ones_are_ignored() {

@@ -127,6 +127,24 @@ pub async fn get(tx: &mut TenantTx) -> Result<Customer, StorageError> {
 }
 
 /// Sets the tenant's status; returns the previous one.
+/// Replaces the tenant's `provider_settings`; returns the previous value.
+pub async fn set_provider_settings(
+    tx: &mut TenantTx,
+    settings: &serde_json::Value,
+) -> Result<serde_json::Value, StorageError> {
+    let previous: Option<serde_json::Value> = sqlx::query_scalar(
+        "UPDATE customers c SET provider_settings = $1, updated_at = now()
+         FROM (SELECT customer_id, provider_settings FROM customers FOR UPDATE) old
+         WHERE c.customer_id = old.customer_id
+         RETURNING old.provider_settings",
+    )
+    .bind(settings)
+    .fetch_optional(tx.conn())
+    .await?;
+    previous.ok_or(StorageError::NotFound)
+}
+
+/// Sets the tenant's status; returns the previous one.
 pub async fn set_status(tx: &mut TenantTx, status: &str) -> Result<String, StorageError> {
     let previous: Option<String> = sqlx::query_scalar(
         "UPDATE customers c SET status = $1, updated_at = now()

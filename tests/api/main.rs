@@ -17,6 +17,7 @@ mod offline_speech;
 mod platform_api;
 mod pool;
 mod process;
+mod provider_choice;
 mod provider_outage;
 mod stt_deepgram;
 mod stt_whisper;

@@ -201,6 +201,24 @@ async fn tenant_lifecycle_over_http() {
         .await;
     assert_eq!(status, 400, "twilio needs an AccountSid");
 
+    // Provider choices per role: validated, stored, shown, audited.
+    let choice = json!({"llm": {"provider": "local", "temperature": 0.4}, "tts": {"provider": "elevenlabs"}});
+    let (status, body) = api
+        .put("/tenants/peterson/provider-settings", choice.clone())
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["provider_settings"], choice);
+    let (status, body) = api
+        .put(
+            "/tenants/peterson/provider-settings",
+            json!({"llm": {"provider": "anthropic"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(message(&body).contains("llm.provider"), "{body}");
+    let (_, body) = api.get("/tenants/peterson").await;
+    assert_eq!(body["customer"]["provider_settings"], choice, "{body}");
+
     let (status, body) = api.get("/tenants").await;
     assert_eq!(status, 200);
     assert_eq!(body["tenants"].as_array().map(Vec::len), Some(2));
