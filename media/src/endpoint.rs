@@ -106,6 +106,14 @@ pub struct EndpointConfig {
     /// promptly. The detector's score outlasts speech by 50–100 ms, which
     /// adds to this.
     pub end_silence_ms: u32,
+    /// After this much silence inside an utterance (counted like
+    /// `end_silence_ms`), report [`EndpointEvent::Paused`] once per pause,
+    /// so that speech-to-text can transcribe speculatively while the end
+    /// silence runs: by the time the utterance ends the words are known,
+    /// and a caller whose words already make a whole sentence can be
+    /// answered before the end silence is over. 0 (the default) reports no
+    /// pauses; otherwise it must be shorter than `end_silence_ms`.
+    pub pause_ms: u32,
     /// Utterances shorter than this (start to end of speech) are reported as
     /// [`EndpointEvent::NoiseBurst`] instead of [`EndpointEvent::SpeechEnded`]:
     /// clicks, line hits, a breath. The shortest words ("no", "uh-huh",
@@ -199,6 +207,7 @@ impl Default for EndpointConfig {
             exit_probability: 0.5,
             start_min_speech_ms: 80,
             end_silence_ms: 600,
+            pause_ms: 0,
             min_utterance_ms: 150,
             max_backchannel_ms: 800,
             boundary_margin_db: 2.0,
@@ -226,6 +235,8 @@ pub enum EndpointConfigError {
     Thresholds,
     /// `end_silence_ms` or `noise_floor_track_ms` is 0.
     ZeroDuration,
+    /// `pause_ms` is not shorter than `end_silence_ms`.
+    Pause,
     /// A decibel setting that is not finite, or a negative margin or rise.
     Levels,
     /// `gate_lookback_ms` above [`MAX_GATE_LOOKBACK_MS`].
@@ -242,6 +253,7 @@ impl std::fmt::Display for EndpointConfigError {
             Self::ZeroDuration => {
                 write!(f, "end_silence_ms and noise_floor_track_ms must be greater than 0")
             }
+            Self::Pause => write!(f, "pause_ms must be shorter than end_silence_ms"),
             Self::Levels => write!(
                 f,
                 "boundary_margin_db, gate_margin_db and noise_floor_rise_db_per_s must be finite and not negative, \
@@ -284,6 +296,9 @@ impl EndpointConfig {
         if self.gate_lookback_ms > MAX_GATE_LOOKBACK_MS {
             return Err(EndpointConfigError::GateLookback);
         }
+        if self.pause_ms >= self.end_silence_ms {
+            return Err(EndpointConfigError::Pause);
+        }
         Ok(())
     }
 }
@@ -325,6 +340,17 @@ pub enum EndpointEvent {
         /// `ready_at` of the frame that completed the minimum run.
         decided_at: SampleTime,
     },
+    /// The caller has paused for `pause_ms` inside an utterance that is
+    /// still open: it may end at `end` (as [`Utterance::end`] would be if
+    /// no more speech came), or go on. At most one per pause.
+    Paused {
+        /// Start of the utterance's speech.
+        start: SampleTime,
+        /// Where the utterance ends if the caller says no more.
+        end: SampleTime,
+        /// `ready_at` of the frame that completed the pause.
+        decided_at: SampleTime,
+    },
     /// The caller stopped speaking: the utterance is complete.
     SpeechEnded(Utterance),
     /// What started as speech ended shorter than `min_utterance_ms`: treat
@@ -361,6 +387,8 @@ enum State {
         last_speech_end: SampleTime,
         /// End of its latest speech frame above the noise floor.
         last_loud_end: Option<SampleTime>,
+        /// Whether the current pause was reported.
+        paused: bool,
     },
 }
 
@@ -446,6 +474,7 @@ impl Endpointer {
                 start,
                 last_speech_end,
                 last_loud_end,
+                ..
             } => Some(self.close(start, last_speech_end, last_loud_end, at)),
             _ => None,
         };
@@ -502,31 +531,43 @@ impl Endpointer {
                 start,
                 last_speech_end,
                 last_loud_end,
+                paused,
             } => {
                 if p >= c.exit_probability {
                     self.state = State::Speaking {
                         start,
                         last_speech_end: frame.end,
                         last_loud_end: if loud { Some(frame.end) } else { last_loud_end },
+                        paused: false,
                     };
                     return None;
                 }
                 // A loud frame right after the loud end (no gap), not too far
                 // past the last speech frame, extends the end.
-                if loud
+                let last_loud_end = if loud
                     && last_loud_end == Some(frame.start)
                     && frame.end <= last_speech_end + ms(c.offset_lookahead_ms)
                 {
-                    self.state = State::Speaking {
-                        start,
-                        last_speech_end,
-                        last_loud_end: Some(frame.end),
-                    };
-                }
-                if frame.end.saturating_sub(last_speech_end) >= ms(c.end_silence_ms) {
+                    Some(frame.end)
+                } else {
+                    last_loud_end
+                };
+                let silence = frame.end.saturating_sub(last_speech_end);
+                if silence >= ms(c.end_silence_ms) {
                     return Some(self.close(start, last_speech_end, last_loud_end, frame.ready_at));
                 }
-                None
+                let pause = c.pause_ms > 0 && !paused && silence >= ms(c.pause_ms);
+                self.state = State::Speaking {
+                    start,
+                    last_speech_end,
+                    last_loud_end,
+                    paused: paused || pause,
+                };
+                pause.then(|| EndpointEvent::Paused {
+                    start,
+                    end: utterance_end(start, last_speech_end, last_loud_end),
+                    decided_at: frame.ready_at,
+                })
             }
         }
     }
@@ -569,6 +610,7 @@ impl Endpointer {
             start,
             last_speech_end: frame.end,
             last_loud_end,
+            paused: false,
         };
         Some(EndpointEvent::SpeechStarted {
             start,
@@ -585,10 +627,7 @@ impl Endpointer {
         decided_at: SampleTime,
     ) -> EndpointEvent {
         self.state = State::Silent;
-        let end = match last_loud_end {
-            Some(e) if e > start => e,
-            _ => last_speech_end,
-        };
+        let end = utterance_end(start, last_speech_end, last_loud_end);
         let length = end - start;
         if length < ms(self.config.min_utterance_ms) {
             return EndpointEvent::NoiseBurst {
@@ -603,6 +642,19 @@ impl Endpointer {
             decided_at,
             is_short: length <= ms(self.config.max_backchannel_ms),
         })
+    }
+}
+
+/// Where an utterance ends: its last loud frame when there was one after
+/// the start, else its last speech frame.
+fn utterance_end(
+    start: SampleTime,
+    last_speech_end: SampleTime,
+    last_loud_end: Option<SampleTime>,
+) -> SampleTime {
+    match last_loud_end {
+        Some(e) if e > start => e,
+        _ => last_speech_end,
     }
 }
 
@@ -962,6 +1014,47 @@ mod tests {
         assert_eq!(ev.len(), 2, "{ev:?}");
         let u = ended(&ev);
         assert_eq!((u.start, u.end), (0, 90 * 128));
+    }
+
+    #[test]
+    fn a_pause_is_reported_once_with_the_end_the_utterance_would_have() {
+        let config = EndpointConfig {
+            pause_ms: 200,
+            ..EndpointConfig::default()
+        };
+        let probs = [
+            run(0.9, 30),
+            run(0.05, 30), // 480 ms pause: reported, then speech resumes
+            run(0.9, 30),
+            run(0.0, 60), // the real end
+        ]
+        .concat();
+        let ev = events(config.clone(), &probs);
+        assert_eq!(ev.len(), 4, "{ev:?}");
+        // 200 ms of silence after frame 29 ends at 3 840: frame 42 ends at
+        // 5 504 ≥ 3 840 + 1 600.
+        assert_eq!(
+            ev[1],
+            EndpointEvent::Paused {
+                start: 0,
+                end: 30 * 128,
+                decided_at: 43 * 128 + 80
+            }
+        );
+        let EndpointEvent::Paused { end, .. } = ev[2] else {
+            panic!("{ev:?}")
+        };
+        let EndpointEvent::SpeechEnded(u) = ev[3] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(end, u.end, "the last pause announces the final end");
+        // Off by default, and never as long as the end silence.
+        assert_eq!(events(EndpointConfig::default(), &probs).len(), 2);
+        let bad = EndpointConfig {
+            pause_ms: 600,
+            ..EndpointConfig::default()
+        };
+        assert_eq!(bad.validate(), Err(EndpointConfigError::Pause));
     }
 
     #[test]
