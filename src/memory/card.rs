@@ -253,11 +253,7 @@ impl CallerCard {
             map.retain(|k, _| !hide.contains(k));
         }
         card.facts.retain(|f| !hide.contains(&f.key));
-        let bio = render_quick_bio(
-            &self.template.quick_bio_format,
-            &self.bio_values(),
-            &hide,
-        );
+        let bio = render_quick_bio(&self.template.quick_bio_format, &self.bio_values(), &hide);
         card.quick_bio = (!bio.is_empty()).then_some(bio);
         let mut withheld = self.withheld.clone();
         for key in hide {
@@ -575,7 +571,11 @@ mod tests {
         );
         assert_eq!(render_quick_bio(format, &json!({}), &[]), "");
         assert_eq!(
-            render_quick_bio("{name} | {budget} budget | Buyer", &json!({"name": "Jo", "budget": "$500K"}), &[]),
+            render_quick_bio(
+                "{name} | {budget} budget | Buyer",
+                &json!({"name": "Jo", "budget": "$500K"}),
+                &[]
+            ),
             "Jo | $500K budget | Buyer"
         );
         assert_eq!(render_quick_bio("{name | x", &json!({}), &[]), "{name | x");

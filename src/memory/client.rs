@@ -17,8 +17,7 @@ use uuid::Uuid;
 
 use super::service::{
     EnrichedContext, ErasureReport, MemoryError, MemoryService, NewMemory, PersonalityView,
-    ProcessCall, ProcessedCall, ProfileView, CALLER_NOT_FOUND, CUSTOMER_REQUIRED,
-    MEMORY_NOT_FOUND, UNKNOWN_CUSTOMER,
+    ProcessCall, ProcessedCall, ProfileView, CALLER_NOT_FOUND, CUSTOMER_REQUIRED, UNKNOWN_CUSTOMER,
 };
 use crate::db::CustomerId;
 use crate::repo::memory::{MemoryRecord, SummaryRecord};
@@ -251,7 +250,12 @@ impl HttpMemoryClient {
 
     /// Sends one request and returns the JSON body of a success, or the
     /// error the status and message stand for.
-    async fn send(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value, MemoryError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Value>,
+    ) -> Result<Value, MemoryError> {
         let mut request = self
             .http
             .request(method, url)
@@ -301,7 +305,10 @@ fn field(body: &mut Value, name: &str) -> Value {
 }
 
 /// `Ok(None)` for a 404 meaning `absent`, else the result as is.
-fn absent_as_none<T>(result: Result<T, MemoryError>, absent: &str) -> Result<Option<T>, MemoryError> {
+fn absent_as_none<T>(
+    result: Result<T, MemoryError>,
+    absent: &str,
+) -> Result<Option<T>, MemoryError> {
     match result {
         Ok(value) => Ok(Some(value)),
         Err(MemoryError::NotFound(message)) if message == absent => Ok(None),
@@ -460,6 +467,7 @@ impl MemoryClient for HttpMemoryClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::service::MEMORY_NOT_FOUND;
 
     #[test]
     fn urls_keep_the_base_path_and_encode_segments() {

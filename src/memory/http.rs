@@ -187,7 +187,11 @@ impl FromRequestParts<AppState> for MemoryKey {
 fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
     query
         .as_deref()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -222,13 +226,12 @@ fn tenant_of(
     let from_body = match body.and_then(|b| b.get("customer_id")) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.trim()),
-        Some(_) => {
-            return Err(MemoryApiError::bad_request(
-                "customer_id must be a string",
-            ))
-        }
+        Some(_) => return Err(MemoryApiError::bad_request("customer_id must be a string")),
     };
-    let named = match (from_query.filter(|s| !s.is_empty()), from_body.filter(|s| !s.is_empty())) {
+    let named = match (
+        from_query.filter(|s| !s.is_empty()),
+        from_body.filter(|s| !s.is_empty()),
+    ) {
         (None, None) => return Err(MemoryApiError::bad_request(CUSTOMER_REQUIRED)),
         (Some(q), Some(b)) if q != b => {
             return Err(MemoryApiError::bad_request(

@@ -64,7 +64,9 @@ mod tests {
 
     #[test]
     fn thread_ids_name_tenant_and_digits() {
-        let id: CustomerId = "6f1c1a52-3c0e-4a57-9f53-5a0b2f4c8d11".parse().expect("uuid");
+        let id: CustomerId = "6f1c1a52-3c0e-4a57-9f53-5a0b2f4c8d11"
+            .parse()
+            .expect("uuid");
         assert_eq!(
             thread_id(id, "+15551234567"),
             "customer_6f1c1a52-3c0e-4a57-9f53-5a0b2f4c8d11_user_15551234567"

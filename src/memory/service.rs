@@ -280,8 +280,7 @@ impl MemoryService {
             return Err(MemoryError::Invalid("metadata must be an object".into()));
         }
         let record =
-            repo::memory::insert_memory(&mut tx, &memory.user_id, kind, content, &metadata)
-                .await?;
+            repo::memory::insert_memory(&mut tx, &memory.user_id, kind, content, &metadata).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -407,9 +406,7 @@ impl MemoryService {
         let ended_at = call.ended_at.unwrap_or(now);
         let started_at = call.started_at.unwrap_or(ended_at);
         if started_at > ended_at {
-            return Err(MemoryError::Invalid(
-                "started_at is after ended_at".into(),
-            ));
+            return Err(MemoryError::Invalid("started_at is after ended_at".into()));
         }
         let row = repo::memory::create_api_call(
             &mut tx,

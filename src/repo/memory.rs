@@ -322,12 +322,13 @@ pub async fn create_api_call(
             created: true,
         });
     }
-    let (call_id, user_id): (Uuid, Option<String>) =
-        sqlx::query_as("SELECT call_id, user_id FROM calls WHERE customer_id = $1 AND call_sid = $2")
-            .bind(id)
-            .bind(call.call_sid)
-            .fetch_one(tx.conn())
-            .await?;
+    let (call_id, user_id): (Uuid, Option<String>) = sqlx::query_as(
+        "SELECT call_id, user_id FROM calls WHERE customer_id = $1 AND call_sid = $2",
+    )
+    .bind(id)
+    .bind(call.call_sid)
+    .fetch_one(tx.conn())
+    .await?;
     Ok(ApiCallRow {
         call_id,
         user_id,
@@ -383,17 +384,15 @@ impl ErasureCounts {
 /// facts, memories, summaries, personality, calls with their transcripts,
 /// SMS and SMS consent, and the jobs that would work on those calls.
 /// Counts each table's rows (so nothing is left to a cascade unseen).
-pub async fn erase_caller(
-    tx: &mut TenantTx,
-    user_id: &str,
-) -> Result<ErasureCounts, StorageError> {
+pub async fn erase_caller(tx: &mut TenantTx, user_id: &str) -> Result<ErasureCounts, StorageError> {
     let id = tx.customer_id();
-    let calls: Vec<(Uuid, String)> =
-        sqlx::query_as("SELECT call_id, call_sid FROM calls WHERE customer_id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .fetch_all(tx.conn())
-            .await?;
+    let calls: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT call_id, call_sid FROM calls WHERE customer_id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_all(tx.conn())
+    .await?;
     let call_ids: Vec<Uuid> = calls.iter().map(|(c, _)| *c).collect();
     let call_sids: Vec<String> = calls.into_iter().map(|(_, s)| s).collect();
 

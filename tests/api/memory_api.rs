@@ -43,14 +43,20 @@ async fn world() -> World {
     let app = spawn_app().await;
     let a = app
         .platform
-        .create_tenant("test", crate::helpers::tenant_input("alpha", "+18005550101"))
+        .create_tenant(
+            "test",
+            crate::helpers::tenant_input("alpha", "+18005550101"),
+        )
         .await
         .expect("tenant a")
         .customer
         .customer_id;
     let b = app
         .platform
-        .create_tenant("test", crate::helpers::tenant_input("bravo", "+18005550202"))
+        .create_tenant(
+            "test",
+            crate::helpers::tenant_input("bravo", "+18005550202"),
+        )
         .await
         .expect("tenant b")
         .customer
@@ -144,7 +150,9 @@ async fn seed(db: &Db, customer: CustomerId, marker: &str) -> Uuid {
     .bind(id)
     .bind(call.call_id)
     .bind(CALLER)
-    .bind(format!("{marker}-SUMMARY: asked to add her son to the auto policy."))
+    .bind(format!(
+        "{marker}-SUMMARY: asked to add her son to the auto policy."
+    ))
     .bind(vec!["auto".to_string(), marker.to_lowercase()])
     .bind(json!([format!("{marker}-ACTION send the forms")]))
     .execute(tx.conn())
@@ -154,8 +162,18 @@ async fn seed(db: &Db, customer: CustomerId, marker: &str) -> Uuid {
     let new_fact = Uuid::new_v4();
     for (fact_id, key, value, superseded) in [
         (old_fact, "household", format!("{marker}-OLD single"), true),
-        (new_fact, "household", format!("{marker}-HOUSEHOLD married, one son"), false),
-        (Uuid::new_v4(), "vehicle", format!("{marker}-VEHICLE 2019 Civic"), false),
+        (
+            new_fact,
+            "household",
+            format!("{marker}-HOUSEHOLD married, one son"),
+            false,
+        ),
+        (
+            Uuid::new_v4(),
+            "vehicle",
+            format!("{marker}-VEHICLE 2019 Civic"),
+            false,
+        ),
     ] {
         sqlx::query(
             "INSERT INTO caller_facts (customer_id, fact_id, user_id, key, value, source_call_id,
@@ -343,7 +361,11 @@ impl Endpoint {
                 format!("/v1/memories/user/{CALLER}{query}"),
                 None,
             ),
-            Endpoint::DeleteMemory => (Method::DELETE, format!("/v1/memories/{memory}{query}"), None),
+            Endpoint::DeleteMemory => (
+                Method::DELETE,
+                format!("/v1/memories/{memory}{query}"),
+                None,
+            ),
             Endpoint::Enriched => (
                 Method::POST,
                 "/v2/context/enriched".to_string(),
@@ -488,7 +510,10 @@ async fn keys_are_checked_first_then_tenant_then_request() {
         )
         .await;
         assert_eq!(status, 400, "{path}: {text}");
-        assert!(value["error"].as_str().unwrap_or("").contains("E.164"), "{text}");
+        assert!(
+            value["error"].as_str().unwrap_or("").contains("E.164"),
+            "{text}"
+        );
     }
     let (status, _, text) = send(
         &w.app,
@@ -531,7 +556,12 @@ async fn every_endpoint_honours_its_contract() {
         assert_eq!(value["thread_id"], json!(thread));
         assert_eq!(value["memory"]["kind"], json!("preference"));
         assert_eq!(value["memory"]["metadata"]["source"], json!("crm"));
-        stored.push(value["memory"]["memory_id"].as_str().unwrap_or_default().to_string());
+        stored.push(
+            value["memory"]["memory_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     let (status, value, _) = send(
         &w.app,
@@ -562,7 +592,11 @@ async fn every_endpoint_honours_its_contract() {
         None,
     )
     .await;
-    assert_eq!((status, value["deleted"].clone()), (200, json!(true)), "{text}");
+    assert_eq!(
+        (status, value["deleted"].clone()),
+        (200, json!(true)),
+        "{text}"
+    );
     let (status, value, _) = send(
         &w.app,
         Method::DELETE,
@@ -573,7 +607,10 @@ async fn every_endpoint_honours_its_contract() {
     .await;
     assert_eq!(
         (status, value),
-        (404, json!({ "success": false, "error": "memory not found" }))
+        (
+            404,
+            json!({ "success": false, "error": "memory not found" })
+        )
     );
     let (status, _, _) = send(
         &w.app,
@@ -602,9 +639,18 @@ async fn every_endpoint_honours_its_contract() {
     assert!(context.contains("ALPHA-SUMMARY"), "{context}");
     assert!(context.contains("ALPHA-FOLLOWUP"), "{context}");
     assert!(context.contains("ALPHA-VEHICLE"), "{context}");
-    assert!(context.contains("verify the caller's identity"), "{context}");
-    assert!(!text.contains("ALPHA-POLICY"), "sensitive field leaked: {text}");
-    assert!(!text.contains("ALPHA-HOUSEHOLD"), "sensitive fact leaked: {text}");
+    assert!(
+        context.contains("verify the caller's identity"),
+        "{context}"
+    );
+    assert!(
+        !text.contains("ALPHA-POLICY"),
+        "sensitive field leaked: {text}"
+    );
+    assert!(
+        !text.contains("ALPHA-HOUSEHOLD"),
+        "sensitive fact leaked: {text}"
+    );
     assert!(!text.contains("ALPHA-OLD"), "superseded fact shown: {text}");
     assert_eq!(value["card"]["call_count"], json!(1));
     assert_eq!(value["card"]["personality"]["samples"], json!(1));
@@ -616,8 +662,14 @@ async fn every_endpoint_honours_its_contract() {
         Some(json!({ "customer_id": a, "user_id": CALLER, "reveal_sensitive": true, "recent_calls": 1 })),
     )
     .await;
-    assert!(text.contains("ALPHA-POLICY") && text.contains("ALPHA-HOUSEHOLD"), "{text}");
-    assert_eq!(value["card"]["recent_calls"].as_array().map(Vec::len), Some(1));
+    assert!(
+        text.contains("ALPHA-POLICY") && text.contains("ALPHA-HOUSEHOLD"),
+        "{text}"
+    );
+    assert_eq!(
+        value["card"]["recent_calls"].as_array().map(Vec::len),
+        Some(1)
+    );
     let (status, value, _) = send(
         &w.app,
         Method::POST,
@@ -650,7 +702,14 @@ async fn every_endpoint_honours_its_contract() {
     assert_eq!(first["created"], json!(true));
     assert_eq!(first["job_created"], json!(true));
     assert_eq!(first["thread_id"], json!(thread));
-    let (status, second, _) = send(&w.app, Method::POST, "/v2/process-call", Some(key), Some(call)).await;
+    let (status, second, _) = send(
+        &w.app,
+        Method::POST,
+        "/v2/process-call",
+        Some(key),
+        Some(call),
+    )
+    .await;
     assert_eq!(status, 202);
     assert_eq!(second["created"], json!(false));
     assert_eq!(second["job_created"], json!(false));
@@ -662,9 +721,14 @@ async fn every_endpoint_honours_its_contract() {
             .await
             .expect("call")
             .expect("call row");
-        assert_eq!((stored.direction.as_str(), stored.status.as_str()), ("api", "completed"));
+        assert_eq!(
+            (stored.direction.as_str(), stored.status.as_str()),
+            ("api", "completed")
+        );
         assert!(stored.ended_at.is_some());
-        let turns = repo::turns::list(&mut tx, stored.call_id).await.expect("turns");
+        let turns = repo::turns::list(&mut tx, stored.call_id)
+            .await
+            .expect("turns");
         let speakers: Vec<&str> = turns.iter().map(|t| t.speaker.as_str()).collect();
         assert_eq!(speakers, ["caller", "agent"]);
         let job = repo::jobs::find(&mut tx, "post_call", "CAapi0001")
@@ -672,7 +736,10 @@ async fn every_endpoint_honours_its_contract() {
             .expect("job")
             .expect("job row");
         assert_eq!(json!(job.job_id), first["job_id"]);
-        let profile = repo::callers::get(&mut tx, CALLER).await.expect("profile").expect("row");
+        let profile = repo::callers::get(&mut tx, CALLER)
+            .await
+            .expect("profile")
+            .expect("row");
         assert_eq!(profile.call_count, 2, "a new call counts once");
     }
     // The same sid for another caller is a conflict; a bad speaker is invalid.
@@ -690,8 +757,10 @@ async fn every_endpoint_honours_its_contract() {
         Method::POST,
         "/v2/process-call",
         Some(key),
-        Some(json!({ "customer_id": a, "call_sid": "CAapi0002", "user_id": CALLER,
-                     "transcript": [{ "speaker": "narrator", "text": "…" }] })),
+        Some(
+            json!({ "customer_id": a, "call_sid": "CAapi0002", "user_id": CALLER,
+                     "transcript": [{ "speaker": "narrator", "text": "…" }] }),
+        ),
     )
     .await;
     assert_eq!(status, 400);
@@ -716,7 +785,10 @@ async fn every_endpoint_honours_its_contract() {
     .await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(value["summaries"].as_array().map(Vec::len), Some(1));
-    assert!(value["summaries"][0]["summary"].as_str().unwrap_or("").starts_with("ALPHA-SUMMARY"));
+    assert!(value["summaries"][0]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("ALPHA-SUMMARY"));
     let (status, value, text) = send(
         &w.app,
         Method::GET,
@@ -743,7 +815,10 @@ async fn every_endpoint_honours_its_contract() {
     .await;
     assert_eq!(
         (status, value),
-        (404, json!({ "success": false, "error": "caller not found" }))
+        (
+            404,
+            json!({ "success": false, "error": "caller not found" })
+        )
     );
     let (status, value, text) = send(
         &w.app,
@@ -797,9 +872,15 @@ async fn every_endpoint_honours_its_contract() {
         ("/v2/personality/{user_id}", "get"),
         ("/v2/callers/{user_id}", "delete"),
     ] {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} undocumented");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} undocumented"
+        );
         for code in ["400", "401", "403", "404"] {
-            assert!(doc["paths"][path][method]["responses"][code].is_object(), "{path} {code}");
+            assert!(
+                doc["paths"][path][method]["responses"][code].is_object(),
+                "{path} {code}"
+            );
         }
     }
     w.app.stop().await.expect("stop");
@@ -844,7 +925,11 @@ async fn property_no_cross_tenant_read_or_write_and_fail_closed() {
             match (named, allowed) {
                 (None, _) => {
                     assert_eq!(status, 400, "{ctx}");
-                    assert_eq!(value, json!({ "success": false, "error": EXACT_400 }), "{ctx}");
+                    assert_eq!(
+                        value,
+                        json!({ "success": false, "error": EXACT_400 }),
+                        "{ctx}"
+                    );
                     assert_eq!(before, after, "{ctx}");
                 }
                 (Some(_), false) => {
@@ -893,7 +978,10 @@ async fn property_no_cross_tenant_read_or_write_and_fail_closed() {
         let memories = repo::memory::list_memories(&mut tx, CALLER, 500)
             .await
             .expect("memories");
-        let probes = memories.iter().filter(|m| m.content.starts_with("PROBE")).count();
+        let probes = memories
+            .iter()
+            .filter(|m| m.content.starts_with("PROBE"))
+            .count();
         // Two store endpoints × three principals allowed per tenant (its own
         // key, the service key): 2 × 2.
         assert_eq!(probes, 4, "{customer}");
@@ -908,7 +996,10 @@ async fn erasure_removes_every_trace_for_one_tenant_only_and_is_audited() {
     let db = w.app.platform.db().clone();
     let b_before = counts(&db, w.b).await;
     let a_before = counts(&db, w.a).await;
-    assert!(a_before.values().all(|n| *n > 0), "seed covers every table: {a_before:?}");
+    assert!(
+        a_before.values().all(|n| *n > 0),
+        "seed covers every table: {a_before:?}"
+    );
     let (status, value, text) = send(
         &w.app,
         Method::DELETE,
@@ -919,7 +1010,10 @@ async fn erasure_removes_every_trace_for_one_tenant_only_and_is_audited() {
     .await;
     assert_eq!(status, 200, "{text}");
     let a_after = counts(&db, w.a).await;
-    assert!(a_after.values().all(|n| *n == 0), "left behind: {a_after:?}");
+    assert!(
+        a_after.values().all(|n| *n == 0),
+        "left behind: {a_after:?}"
+    );
     assert_eq!(counts(&db, w.b).await, b_before, "the other tenant changed");
     let erased = &value["erased"];
     for (table, field) in [
@@ -944,9 +1038,16 @@ async fn erasure_removes_every_trace_for_one_tenant_only_and_is_audited() {
         .iter()
         .find(|e| e.action == "caller.erased")
         .expect("audit row");
-    assert!(entry.actor.starts_with("service-key:sbk_s_"), "{}", entry.actor);
+    assert!(
+        entry.actor.starts_with("service-key:sbk_s_"),
+        "{}",
+        entry.actor
+    );
     let target = entry.target.clone().unwrap_or_default();
-    assert!(!target.contains("7654321") && !target.is_empty(), "{target}");
+    assert!(
+        !target.contains("7654321") && !target.is_empty(),
+        "{target}"
+    );
     assert_eq!(entry.details["counts"]["calls"], json!(1));
     drop(tx);
     // The other tenant still knows the caller, fully.
@@ -968,7 +1069,10 @@ async fn erasure_removes_every_trace_for_one_tenant_only_and_is_audited() {
         None,
     )
     .await;
-    assert_eq!((status, value["erased"]["profiles"].clone()), (200, json!(0)));
+    assert_eq!(
+        (status, value["erased"]["profiles"].clone()),
+        (200, json!(0))
+    );
     w.app.stop().await.expect("stop");
 }
 
@@ -1004,7 +1108,10 @@ async fn http_and_in_process_clients_behave_alike() {
             .expect("store");
         assert_eq!(stored.kind, "follow_up");
         let listed = client.list_memories(w.a, CALLER, 50).await.expect("list");
-        assert!(listed.iter().any(|m| m.memory_id == stored.memory_id), "{who}");
+        assert!(
+            listed.iter().any(|m| m.memory_id == stored.memory_id),
+            "{who}"
+        );
         assert!(listed.iter().all(|m| !m.content.contains("BRAVO")), "{who}");
 
         let context = client
@@ -1013,9 +1120,15 @@ async fn http_and_in_process_clients_behave_alike() {
             .expect("context");
         assert!(context.known);
         assert_eq!(context.greeting_name.as_deref(), Some("Jane ALPHA"));
-        assert!(context.context.contains(&format!("note from {who}")), "{who}");
+        assert!(
+            context.context.contains(&format!("note from {who}")),
+            "{who}"
+        );
         let card = context.card.expect("card");
-        assert!(!card.prompt_context(true).contains("ALPHA-POLICY"), "{who}: redacted card");
+        assert!(
+            !card.prompt_context(true).contains("ALPHA-POLICY"),
+            "{who}: redacted card"
+        );
         let full = client
             .enriched_context(w.a, CALLER, true, 3)
             .await
@@ -1044,9 +1157,17 @@ async fn http_and_in_process_clients_behave_alike() {
         let summaries = client.summaries(w.b, CALLER, 10).await.expect("summaries");
         assert_eq!(summaries.len(), 1);
         assert!(summaries[0].summary.starts_with("BRAVO"), "{who}");
-        let profile = client.profile(w.a, CALLER).await.expect("profile").expect("known");
+        let profile = client
+            .profile(w.a, CALLER)
+            .await
+            .expect("profile")
+            .expect("known");
         assert_eq!(profile.profile.display_name.as_deref(), Some("Jane ALPHA"));
-        assert!(client.profile(w.a, "+15550009999").await.expect("profile").is_none());
+        assert!(client
+            .profile(w.a, "+15550009999")
+            .await
+            .expect("profile")
+            .is_none());
         let personality = client
             .personality(w.a, CALLER)
             .await
@@ -1113,8 +1234,14 @@ async fn the_card_is_one_tenants_and_hides_sensitive_fields_until_verified() {
     let w = world().await;
     let db = w.app.platform.db();
     let mut tx = db.tenant(w.a).await.expect("tx");
-    let card = load_card(&mut tx, CALLER, 5).await.expect("card").expect("known");
-    assert!(load_card(&mut tx, "+15550009999", 5).await.expect("card").is_none());
+    let card = load_card(&mut tx, CALLER, 5)
+        .await
+        .expect("card")
+        .expect("known");
+    assert!(load_card(&mut tx, "+15550009999", 5)
+        .await
+        .expect("card")
+        .is_none());
     drop(tx);
     assert_eq!(card.greeting_name(), Some("Jane ALPHA"));
     assert_eq!(card.call_count, 1);
@@ -1128,7 +1255,10 @@ async fn the_card_is_one_tenants_and_hides_sensitive_fields_until_verified() {
 
     let hidden = card.prompt_context(false);
     assert!(hidden.contains("Name: Jane ALPHA"), "{hidden}");
-    assert!(hidden.contains("Quick bio: Jane ALPHA | ALPHA-city | Client since 2020\n"), "{hidden}");
+    assert!(
+        hidden.contains("Quick bio: Jane ALPHA | ALPHA-city | Client since 2020\n"),
+        "{hidden}"
+    );
     assert!(hidden.contains("ALPHA-VEHICLE"), "{hidden}");
     assert!(hidden.contains("ALPHA-FOLLOWUP"), "{hidden}");
     assert!(hidden.contains("ALPHA-SUMMARY"), "{hidden}");
@@ -1136,11 +1266,17 @@ async fn the_card_is_one_tenants_and_hides_sensitive_fields_until_verified() {
     assert!(!hidden.contains("ALPHA-HOUSEHOLD"), "{hidden}");
     assert!(hidden.contains("verify the caller's identity before discussing policies, household"));
     let shown = card.prompt_context(true);
-    assert!(shown.contains("ALPHA-POLICY") && shown.contains("ALPHA-HOUSEHOLD"), "{shown}");
+    assert!(
+        shown.contains("ALPHA-POLICY") && shown.contains("ALPHA-HOUSEHOLD"),
+        "{shown}"
+    );
 
     // Tenant B's card of the same number is B's alone.
     let mut tx = db.tenant(w.b).await.expect("tx");
-    let card_b = load_card(&mut tx, CALLER, 5).await.expect("card").expect("known");
+    let card_b = load_card(&mut tx, CALLER, 5)
+        .await
+        .expect("card")
+        .expect("known");
     drop(tx);
     let json = serde_json::to_string(&card_b).expect("json");
     assert!(json.contains("BRAVO") && !json.contains("ALPHA"), "{json}");
