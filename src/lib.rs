@@ -9,6 +9,7 @@
 //! | [`db`]          | connection pools, role checks, migrations, the private PostgreSQL cluster, [`db::TenantTx`] |
 //! | [`repo`]        | tenant-scoped repository functions; each takes a [`db::TenantTx`] |
 //! | [`jobs`]        | the durable job queue (post-call work): enqueue, runner, crash recovery |
+//! | [`memory`]      | caller memory: the caller card, the memory service and client, the memory API |
 //! | [`providers`]   | STT, LLM and TTS as the call driver sees them; scripted fakes |
 //! | [`models`]      | the offline models: pinned wheels, download, verification, install |
 //! | [`platform`]    | platform operations (tenants, numbers, users, keys, credentials) shared by CLI and API, and the narrow cross-tenant directory |
@@ -34,6 +35,7 @@ pub mod db;
 pub mod demo;
 pub mod http;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod models;
 pub mod platform;

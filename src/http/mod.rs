@@ -1,7 +1,7 @@
 //! The HTTP surface: health and readiness probes, the platform API and the
 //! Twilio webhooks and media websocket. Later layers (memory API) mount here.
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod health;
 mod platform_api;
@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/platform/api", platform_api::routes())
         .merge(crate::twilio::webhooks::routes())
         .merge(crate::call::route::routes())
+        .merge(crate::memory::routes())
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

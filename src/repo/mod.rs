@@ -10,6 +10,7 @@ pub mod calls;
 pub mod credentials;
 pub mod customers;
 pub mod jobs;
+pub mod memory;
 pub mod numbers;
 pub mod platform;
 pub mod staff;

@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod jobs;
 mod llm_openai;
+mod memory_api;
 mod offline_llm;
 mod offline_speech;
 mod platform_api;
