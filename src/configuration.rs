@@ -49,6 +49,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "SWITCHBOARD_TWILIO_CALL_TOKEN_TTL_SECS",
         "twilio.call_token_ttl_secs",
     ),
+    ("SWITCHBOARD_MEMORY_URL", "memory.url"),
+    ("SWITCHBOARD_MEMORY_SERVICE_KEY", "memory.service_key"),
     ("SWITCHBOARD_DEEPGRAM_API_KEY", "vendors.deepgram.api_key"),
     ("SWITCHBOARD_DEEPGRAM_BASE_URL", "vendors.deepgram.base_url"),
     ("SWITCHBOARD_DEEPGRAM_MODEL", "vendors.deepgram.model"),
@@ -102,6 +104,20 @@ pub struct Settings {
     pub twilio: TwilioSettings,
     /// The platform's accounts at the speech and language vendors.
     pub vendors: BTreeMap<&'static str, VendorAccount>,
+    /// Where calls read caller memory.
+    pub memory: MemorySettings,
+}
+
+/// Where the call orchestrator reaches caller memory: in this process
+/// (the default), or a separately deployed memory service over HTTP.
+#[derive(Clone, Default)]
+pub struct MemorySettings {
+    /// Base URL of a separate memory service; `None` reads memory in
+    /// process, from this server's own database.
+    pub url: Option<url::Url>,
+    /// A service key (`apikey create --service`) for that memory service;
+    /// set exactly when `url` is.
+    pub service_key: Option<SecretString>,
 }
 
 /// The platform's account at one vendor. A vendor is used only when its
@@ -332,6 +348,15 @@ struct FileSettings {
     twilio: FileTwilio,
     #[serde(default)]
     vendors: BTreeMap<String, FileVendor>,
+    #[serde(default)]
+    memory: FileMemory,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMemory {
+    url: Option<String>,
+    service_key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -594,6 +619,7 @@ impl Settings {
                 .unwrap_or_else(|| "auto".to_string()),
         )?;
         let vendors = Self::merge_vendors(file.vendors, env)?;
+        let memory = Self::merge_memory(file.memory, env)?;
 
         Ok(Settings {
             listen,
@@ -610,7 +636,36 @@ impl Settings {
             twilio,
             providers,
             vendors,
+            memory,
         })
+    }
+
+    fn merge_memory(file: FileMemory, env: &dyn EnvSource) -> Result<MemorySettings, ConfigError> {
+        let pick = |var: &str, file_value: Option<String>| {
+            env.var(var)
+                .or(file_value)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let url = pick("SWITCHBOARD_MEMORY_URL", file.url)
+            .map(|text| match url::Url::parse(&text) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(url),
+                _ => Err(ConfigError::invalid(
+                    "memory.url",
+                    format!("`{text}` is not an http(s) URL"),
+                )),
+            })
+            .transpose()?;
+        let service_key =
+            pick("SWITCHBOARD_MEMORY_SERVICE_KEY", file.service_key).map(SecretString::from);
+        if url.is_some() != service_key.is_some() {
+            return Err(ConfigError::invalid(
+                "memory.service_key",
+                "must be set together with memory.url (a service key of the memory service); \
+                 set neither to read memory in process",
+            ));
+        }
+        Ok(MemorySettings { url, service_key })
     }
 
     fn merge_vendors(
@@ -797,6 +852,11 @@ impl Settings {
             "call_token_ttl_secs = {}\n",
             self.twilio.call_token_ttl.as_secs()
         ));
+        out.push_str("\n[memory]\n");
+        match &self.memory.url {
+            Some(url) => out.push_str(&format!("url = \"{url}\"\nservice_key = \"********\"\n")),
+            None => out.push_str("# url: not set (caller memory is read in process)\n"),
+        }
         for (vendor, account) in &self.vendors {
             out.push_str(&format!("\n[vendors.{vendor}]\n"));
             match &account.api_key {
@@ -966,6 +1026,25 @@ mod tests {
     }
 
     #[test]
+    fn a_memory_service_needs_both_its_url_and_a_service_key() {
+        let only_url = Settings::merge(
+            FileSettings::default(),
+            &env(&[("SWITCHBOARD_MEMORY_URL", "https://memory.internal")]),
+        );
+        assert!(only_url.is_err());
+        let bad_url = Settings::merge(
+            FileSettings::default(),
+            &env(&[
+                ("SWITCHBOARD_MEMORY_URL", "memory.internal"),
+                ("SWITCHBOARD_MEMORY_SERVICE_KEY", "k"),
+            ]),
+        );
+        assert!(bad_url.is_err());
+        let in_process = Settings::merge(FileSettings::default(), &env(&[])).expect("valid");
+        assert!(in_process.memory.url.is_none());
+    }
+
+    #[test]
     fn secrets_never_print() {
         let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
         let s = Settings::merge(
@@ -983,10 +1062,16 @@ mod tests {
                     "AC0123456789abcdef0123456789abcdef",
                 ),
                 ("SWITCHBOARD_TWILIO_AUTH_TOKEN", "twilio-token-sekrit"),
+                ("SWITCHBOARD_MEMORY_URL", "https://memory.internal:8443"),
+                ("SWITCHBOARD_MEMORY_SERVICE_KEY", "sbk_s_memory-sekrit"),
             ]),
         )
         .expect("valid");
         let shown = format!("{s:?}\n{}", s.render_masked());
+        assert!(
+            shown.contains("url = \"https://memory.internal:8443/\""),
+            "{shown}"
+        );
         assert!(shown.contains("account_sid = \"AC0123456789abcdef0123456789abcdef\""));
         assert!(shown.contains("auth_token = \"********\""));
         for secret in [
@@ -995,6 +1080,7 @@ mod tests {
             key.as_str(),
             "password=x",
             "twilio-token-sekrit",
+            "memory-sekrit",
         ] {
             assert!(!shown.contains(secret), "{secret} leaked in:\n{shown}");
         }

@@ -120,6 +120,7 @@ impl Application {
             endpoint: EndpointConfig::default(),
             upgrade: UpgradeSignature::Absent,
             metrics,
+            memory: memory_client(&settings, &runtime.platform)?,
             defaults: crate::providers::setup::CallDefaults {
                 llm_model: settings.vendors.get("openai").and_then(|v| v.model.clone()),
                 voice_id: settings
@@ -255,4 +256,29 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
             () = wait(int) => {},
         }
     }
+}
+
+/// The caller-memory client calls use: this process's own database, or
+/// the memory service configured in `[memory]`.
+fn memory_client(
+    settings: &Settings,
+    platform: &crate::platform::Platform,
+) -> anyhow::Result<Arc<dyn crate::memory::MemoryClient>> {
+    Ok(match (&settings.memory.url, &settings.memory.service_key) {
+        (Some(url), Some(key)) => {
+            tracing::info!(%url, "caller memory: the memory service");
+            Arc::new(
+                crate::memory::HttpMemoryClient::new(
+                    url.clone(),
+                    key.clone(),
+                    std::time::Duration::from_secs(2),
+                )
+                .context("could not build the memory service client")?,
+            )
+        }
+        _ => Arc::new(crate::memory::InProcessMemoryClient::new(
+            crate::memory::MemoryService::new(platform.db().clone()),
+            "orchestrator",
+        )),
+    })
 }

@@ -22,6 +22,8 @@ use super::registry::{LiveCall, LiveCalls};
 use super::transcript;
 use super::{CallSession, EndReason, Input, Output, SessionConfig, Speaker, TurnTimings};
 use crate::db::CustomerId;
+use crate::memory::service::EnrichedContext;
+use crate::memory::MemoryClient;
 use crate::metrics::{Metrics, Stage};
 use crate::platform::Platform;
 use crate::providers::setup::CallDefaults;
@@ -104,6 +106,8 @@ pub struct CallContext {
     pub metrics: Arc<Metrics>,
     /// Platform defaults for the model and voice.
     pub defaults: CallDefaults,
+    /// Caller memory, read at call start (in process or a memory service).
+    pub memory: Arc<dyn MemoryClient>,
 }
 
 /// The outcome of checking the websocket upgrade's signature before the
@@ -206,6 +210,7 @@ pub async fn run(
         attempt += 1;
         match load_call(
             &ctx.platform,
+            ctx.memory.as_ref(),
             customer_id,
             &start.call_sid,
             &start.stream_sid,
@@ -303,9 +308,17 @@ impl From<crate::db::StorageError> for LoadError {
     }
 }
 
+/// How long call set-up waits for the caller's memory before going on
+/// without it: the caller is already listening for the greeting.
+const MEMORY_BUDGET: Duration = Duration::from_millis(400);
+
+/// Summaries read into the call's context.
+const MEMORY_RECENT_CALLS: i64 = 3;
+
 /// The tenant's session settings and the call's id.
 async fn load_call(
     platform: &Platform,
+    memory: &dyn MemoryClient,
     customer_id: CustomerId,
     call_sid: &str,
     stream_sid: &str,
@@ -325,14 +338,84 @@ async fn load_call(
     repo::calls::update_status(&mut tx, call_sid, "in-progress", None, None, None).await?;
     repo::calls::record_stream(&mut tx, call_sid, stream_sid).await?;
     tx.commit().await?;
-    let setup =
-        crate::providers::setup::for_call(&customer, call_sid, chrono::Utc::now(), None, defaults);
+    let caller = match call.user_id.as_deref() {
+        Some(user_id) => caller_memory(memory, customer_id, user_id).await,
+        None => None,
+    };
+    let setup = crate::providers::setup::for_call(
+        &customer,
+        call_sid,
+        chrono::Utc::now(),
+        caller.as_ref().map(|c| c.context.as_str()),
+        defaults,
+    );
     let config = SessionConfig {
-        greeting: customer.greeting,
+        greeting: greeting_for(&customer, caller.as_ref()),
         transfer_number: customer.transfer_number,
         ..SessionConfig::default()
     };
     Ok((config, call.call_id, setup))
+}
+
+/// What the tenant remembers of the caller, redacted (caller ID alone
+/// proves nothing), or nothing if memory is slow or failing: the call goes
+/// on as with a new caller.
+async fn caller_memory(
+    memory: &dyn MemoryClient,
+    customer_id: CustomerId,
+    user_id: &str,
+) -> Option<EnrichedContext> {
+    let read = memory.enriched_context(customer_id, user_id, false, MEMORY_RECENT_CALLS);
+    match tokio::time::timeout(MEMORY_BUDGET, read).await {
+        Ok(Ok(context)) => Some(context),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "caller memory unavailable; greeting as a new caller");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                budget_ms = MEMORY_BUDGET.as_millis() as u64,
+                "caller memory too slow; greeting as a new caller"
+            );
+            None
+        }
+    }
+}
+
+/// The greeting: the tenant's own, or for a caller the tenant knows by
+/// name, a welcome back that recalls the last call's first topic.
+pub fn greeting_for(
+    customer: &repo::customers::Customer,
+    caller: Option<&EnrichedContext>,
+) -> String {
+    let Some(caller) = caller.filter(|c| c.known) else {
+        return customer.greeting.clone();
+    };
+    let Some(name) = caller
+        .greeting_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    else {
+        return customer.greeting.clone();
+    };
+    let first_name = name.split_whitespace().next().unwrap_or(name);
+    let mut text = format!(
+        "Hi {first_name}, welcome back to {}. This is {}.",
+        customer.name, customer.agent_name
+    );
+    let topic = caller
+        .card
+        .as_ref()
+        .and_then(|card| card.recent_calls.first())
+        .and_then(|last| last.topics.first())
+        .map(|t| t.trim().trim_end_matches('.'))
+        .filter(|t| !t.is_empty());
+    if let Some(topic) = topic {
+        text.push_str(&format!(" Last time we talked about {topic}."));
+    }
+    text.push_str(" How can I help you today?");
+    text
 }
 
 #[allow(clippy::too_many_arguments)]

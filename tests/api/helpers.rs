@@ -348,6 +348,10 @@ pub fn driver_context(
         upgrade: Default::default(),
         metrics: Default::default(),
         defaults: Default::default(),
+        memory: std::sync::Arc::new(switchboard::memory::InProcessMemoryClient::new(
+            switchboard::memory::MemoryService::new(tdb.db().clone()),
+            "test",
+        )),
     };
     (ctx, token)
 }
