@@ -306,7 +306,10 @@ impl Application {
         jobs_stop.cancel();
         schedule.abort();
         let mut runner = runner;
-        if tokio::time::timeout(JOBS_STOP_WAIT, &mut runner).await.is_err() {
+        if tokio::time::timeout(JOBS_STOP_WAIT, &mut runner)
+            .await
+            .is_err()
+        {
             tracing::warn!("the job runner is still busy: cutting its job (it runs again later)");
             runner.abort();
         }

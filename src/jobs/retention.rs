@@ -77,7 +77,10 @@ pub async fn run_schedule(db: Db, every: Duration, shutdown: CancellationToken) 
 
 /// Applies the transaction's tenant's retention period as of `now`:
 /// `None` when the tenant keeps transcripts forever.
-pub async fn expire(tx: &mut TenantTx, now: DateTime<Utc>) -> Result<Option<Expired>, StorageError> {
+pub async fn expire(
+    tx: &mut TenantTx,
+    now: DateTime<Utc>,
+) -> Result<Option<Expired>, StorageError> {
     let customer = repo::customers::get(tx).await?;
     let Some(days) = customer.transcript_retention_days else {
         return Ok(None);

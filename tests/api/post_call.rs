@@ -16,9 +16,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use switchboard::db::CustomerId;
 use switchboard::jobs::post_call::heuristic::SILENT_CALL_SUMMARY;
-use switchboard::jobs::post_call::{
-    Analyst, PostCallConfig, PostCallHandler, PostCallOutcome,
-};
+use switchboard::jobs::post_call::{Analyst, PostCallConfig, PostCallHandler, PostCallOutcome};
 use switchboard::jobs::recovery::{self, POST_CALL};
 use switchboard::jobs::retention::{self, RetentionHandler, RETENTION};
 use switchboard::jobs::{Backoff, JobRunner, RunnerConfig, StepOutcome};
@@ -222,7 +220,10 @@ async fn ended_call(
 
 const CONVERSATION: &[(&str, &str)] = &[
     ("agent", "Thanks for calling, how can I help?"),
-    ("caller", "Hi, my name is Jane Doe. I'd like to add my son to the auto policy."),
+    (
+        "caller",
+        "Hi, my name is Jane Doe. I'd like to add my son to the auto policy.",
+    ),
     ("agent", "Happy to help. I'll email you a quote."),
     ("caller", "Great, thank you."),
 ];
@@ -349,7 +350,15 @@ fn assert_close(got: f32, want: f32, what: &str) {
 async fn a_valid_analysis_stores_summary_facts_personality_and_the_quick_bio() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-valid", "+15550005001", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CAvalid", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAvalid",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let reply = analysis(
         SUMMARY,
         json!({"name": "Jane Doe", "city": "Irvine", "since": 2020,
@@ -358,8 +367,14 @@ async fn a_valid_analysis_stores_summary_facts_personality_and_the_quick_bio() {
     );
     let analyst = Scripted::always(&format!("```json\n{reply}\n```"));
 
-    let outcomes = runner(&tdb, Some(analyst.clone())).drain().await.expect("drain");
-    assert!(matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]), "{outcomes:?}");
+    let outcomes = runner(&tdb, Some(analyst.clone()))
+        .drain()
+        .await
+        .expect("drain");
+    assert!(
+        matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]),
+        "{outcomes:?}"
+    );
     assert_eq!(analyst.calls(), 1);
     // The model saw the template's keys and the transcript.
     let prompt = analyst.prompt(0);
@@ -367,8 +382,9 @@ async fn a_valid_analysis_stores_summary_facts_personality_and_the_quick_bio() {
     assert!(text.contains("- policies (Policies, text)"), "{text}");
     assert!(text.contains("Caller: Hi, my name is Jane Doe."), "{text}");
 
-    let (summary, topics, items, source) =
-        summary_of(&tdb, customer, call_id).await.expect("a summary");
+    let (summary, topics, items, source) = summary_of(&tdb, customer, call_id)
+        .await
+        .expect("a summary");
     assert_eq!(summary, SUMMARY);
     assert_eq!(topics, vec!["auto policy", "new driver"]);
     assert_eq!(items, json!([{"text": "Email the quote", "due": "Friday"}]));
@@ -410,30 +426,62 @@ async fn a_valid_analysis_stores_summary_facts_personality_and_the_quick_bio() {
 async fn invalid_replies_are_asked_again_then_the_heuristic_analysis_is_stored() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-invalid", "+15550005002", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CAinvalid", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAinvalid",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let out_of_range = analysis(SUMMARY, json!({}), scores(1.5, 0.0));
     let analyst = Scripted::new(vec![
         Ok("Sure! The caller wanted a quote.".to_string()),
         Ok(out_of_range),
     ]);
 
-    let outcomes = runner(&tdb, Some(analyst.clone())).drain().await.expect("drain");
-    assert!(matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]), "{outcomes:?}");
-    assert_eq!(analyst.calls(), 3, "one ask and two more (invalid_reply_retries = 2)");
+    let outcomes = runner(&tdb, Some(analyst.clone()))
+        .drain()
+        .await
+        .expect("drain");
+    assert!(
+        matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        analyst.calls(),
+        3,
+        "one ask and two more (invalid_reply_retries = 2)"
+    );
     // Each retry carries the bad reply and what was wrong with it.
     let retry = analyst.prompt(2);
     let last = format!("{:?}", retry.last().expect("messages"));
     assert!(last.contains("personality.formality"), "{last}");
     assert_eq!(retry.len(), 2 + 2 * 2);
 
-    let (summary, _, _, source) = summary_of(&tdb, customer, call_id).await.expect("a summary");
+    let (summary, _, _, source) = summary_of(&tdb, customer, call_id)
+        .await
+        .expect("a summary");
     assert_eq!(source, "heuristic");
     assert!(summary.contains("spoke 2 times"), "{summary}");
     let (name, _, bio, _) = profile(&tdb, customer).await;
-    assert_eq!(name.as_deref(), Some("Jane Doe"), "the heuristic heard the name");
+    assert_eq!(
+        name.as_deref(),
+        Some("Jane Doe"),
+        "the heuristic heard the name"
+    );
     assert_eq!(bio.as_deref(), Some("Jane Doe"));
-    assert_eq!(averages(&tdb, customer).await.0, 1, "heuristic personality stored");
-    assert_eq!(count(&tdb, customer, "call_turns").await, 4, "the transcript is intact");
+    assert_eq!(
+        averages(&tdb, customer).await.0,
+        1,
+        "heuristic personality stored"
+    );
+    assert_eq!(
+        count(&tdb, customer, "call_turns").await,
+        4,
+        "the transcript is intact"
+    );
     tdb.close().await;
 }
 
@@ -441,13 +489,28 @@ async fn invalid_replies_are_asked_again_then_the_heuristic_analysis_is_stored()
 async fn an_invalid_reply_followed_by_a_valid_one_stores_the_model_analysis() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-second", "+15550005003", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CAsecond", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAsecond",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let analyst = Scripted::new(vec![
         Ok("{\"summary\": \"cut off".to_string()),
-        Ok(analysis(SUMMARY, json!({"name": "Jane Doe"}), scores(0.5, 0.0))),
+        Ok(analysis(
+            SUMMARY,
+            json!({"name": "Jane Doe"}),
+            scores(0.5, 0.0),
+        )),
     ]);
     let handler = handler(&tdb, Some(analyst.clone()), 1);
-    let outcome = handler.process(customer, "CAsecond").await.expect("processed");
+    let outcome = handler
+        .process(customer, "CAsecond")
+        .await
+        .expect("processed");
     assert_eq!(
         outcome,
         PostCallOutcome::Stored {
@@ -457,7 +520,13 @@ async fn an_invalid_reply_followed_by_a_valid_one_stores_the_model_analysis() {
         }
     );
     assert_eq!(analyst.calls(), 2);
-    assert_eq!(summary_of(&tdb, customer, call_id).await.expect("summary").3, "llm");
+    assert_eq!(
+        summary_of(&tdb, customer, call_id)
+            .await
+            .expect("summary")
+            .3,
+        "llm"
+    );
     tdb.close().await;
 }
 
@@ -465,7 +534,15 @@ async fn an_invalid_reply_followed_by_a_valid_one_stores_the_model_analysis() {
 async fn a_failing_model_backs_off_and_the_job_is_dead_after_its_last_attempt() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-failing", "+15550005004", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CAfailing", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAfailing",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let analyst = Scripted::new(vec![Err(ProviderError::Server {
         provider: "scripted",
         status: 503,
@@ -478,7 +555,9 @@ async fn a_failing_model_backs_off_and_the_job_is_dead_after_its_last_attempt() 
     for attempt in 1..=recovery::POST_CALL_MAX_ATTEMPTS {
         make_due(&tdb, customer, job_id).await;
         match runner.step().await.expect("step") {
-            StepOutcome::Retrying { delay, attempt: a, .. } => {
+            StepOutcome::Retrying {
+                delay, attempt: a, ..
+            } => {
                 assert_eq!(a, i32::try_from(attempt).expect("small"));
                 delays.push(delay.as_secs());
             }
@@ -494,12 +573,19 @@ async fn a_failing_model_backs_off_and_the_job_is_dead_after_its_last_attempt() 
     let job = job_of(&tdb, customer, "CAfailing").await;
     assert_eq!(job.status, "dead");
     assert!(
-        job.last_error.as_deref().unwrap_or_default().contains("overloaded"),
+        job.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("overloaded"),
         "{:?}",
         job.last_error
     );
     assert!(summary_of(&tdb, customer, call_id).await.is_none());
-    assert_eq!(count(&tdb, customer, "call_turns").await, 4, "the transcript is intact");
+    assert_eq!(
+        count(&tdb, customer, "call_turns").await,
+        4,
+        "the transcript is intact"
+    );
     assert_eq!(count(&tdb, customer, "caller_profiles").await, 0);
     tdb.close().await;
 }
@@ -508,15 +594,35 @@ async fn a_failing_model_backs_off_and_the_job_is_dead_after_its_last_attempt() 
 async fn a_model_refusing_the_request_gets_the_heuristic_at_once() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-refused", "+15550005005", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CArefused", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CArefused",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let analyst = Scripted::new(vec![Err(ProviderError::Unauthorized {
         provider: "scripted",
         message: "bad key".into(),
     })]);
-    let outcomes = runner(&tdb, Some(analyst.clone())).drain().await.expect("drain");
-    assert!(matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]), "{outcomes:?}");
+    let outcomes = runner(&tdb, Some(analyst.clone()))
+        .drain()
+        .await
+        .expect("drain");
+    assert!(
+        matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]),
+        "{outcomes:?}"
+    );
     assert_eq!(analyst.calls(), 1);
-    assert_eq!(summary_of(&tdb, customer, call_id).await.expect("summary").3, "heuristic");
+    assert_eq!(
+        summary_of(&tdb, customer, call_id)
+            .await
+            .expect("summary")
+            .3,
+        "heuristic"
+    );
     tdb.close().await;
 }
 
@@ -524,7 +630,15 @@ async fn a_model_refusing_the_request_gets_the_heuristic_at_once() {
 async fn a_slow_model_times_out_the_run_which_is_retried_later() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-slow", "+15550005006", "insurance").await;
-    let call_id = ended_call(&tdb, customer, "CAslow", Some(CALLER), Utc::now(), CONVERSATION).await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAslow",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let mute = Arc::new(Mute {
         calls: AtomicU32::new(0),
     });
@@ -536,7 +650,10 @@ async fn a_slow_model_times_out_the_run_which_is_retried_later() {
     assert_eq!(mute.calls.load(Ordering::SeqCst), 1);
     let job = job_of(&tdb, customer, "CAslow").await;
     assert!(
-        job.last_error.as_deref().unwrap_or_default().contains("no analysis within"),
+        job.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no analysis within"),
         "{:?}",
         job.last_error
     );
@@ -547,13 +664,22 @@ async fn a_slow_model_times_out_the_run_which_is_retried_later() {
     let analyst = Scripted::always(&analysis(SUMMARY, json!({}), scores(0.5, 0.0)));
     let outcome = runner(&tdb, Some(analyst)).step().await.expect("step");
     assert!(matches!(outcome, StepOutcome::Done { .. }), "{outcome:?}");
-    assert_eq!(summary_of(&tdb, customer, call_id).await.expect("summary").3, "llm");
+    assert_eq!(
+        summary_of(&tdb, customer, call_id)
+            .await
+            .expect("summary")
+            .3,
+        "llm"
+    );
     tdb.close().await;
 }
 
 // ---------------------------------------------------------------------------
 // Idempotency, supersession, averages.
 // ---------------------------------------------------------------------------
+
+/// (fact_id, value, source_call_id, superseded_by, superseded) of a fact.
+type FactRow = (Uuid, Value, Option<Uuid>, Option<Uuid>, bool);
 
 /// Row counts and values that a second run must leave as they were.
 async fn snapshot(tdb: &TestDb, customer: CustomerId) -> Vec<String> {
@@ -578,7 +704,15 @@ async fn snapshot(tdb: &TestDb, customer: CustomerId) -> Vec<String> {
 async fn running_the_job_twice_changes_nothing() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-twice", "+15550005007", "insurance").await;
-    ended_call(&tdb, customer, "CAtwice", Some(CALLER), Utc::now(), CONVERSATION).await;
+    ended_call(
+        &tdb,
+        customer,
+        "CAtwice",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let analyst = Scripted::always(&analysis(
         SUMMARY,
         json!({"name": "Jane Doe", "city": "Irvine"}),
@@ -606,7 +740,10 @@ async fn running_the_job_twice_changes_nothing() {
     )
     .await;
     let outcomes = runner.drain().await.expect("drain");
-    assert!(matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]), "{outcomes:?}");
+    assert!(
+        matches!(outcomes.as_slice(), [StepOutcome::Done { .. }]),
+        "{outcomes:?}"
+    );
     // And the handler called directly.
     let direct = handler(&tdb, Some(analyst.clone()), 2)
         .process(customer, "CAtwice")
@@ -625,8 +762,24 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
     let customer = tenant(&tdb, "pc-supersede", "+15550005008", "real_estate").await;
     let now = Utc::now();
     let hours = |h: i64| now - chrono::Duration::hours(h);
-    let first = ended_call(&tdb, customer, "CAfirst", Some(CALLER), hours(48), CONVERSATION).await;
-    let second = ended_call(&tdb, customer, "CAsecond", Some(CALLER), hours(24), CONVERSATION).await;
+    let first = ended_call(
+        &tdb,
+        customer,
+        "CAfirst",
+        Some(CALLER),
+        hours(48),
+        CONVERSATION,
+    )
+    .await;
+    let second = ended_call(
+        &tdb,
+        customer,
+        "CAsecond",
+        Some(CALLER),
+        hours(24),
+        CONVERSATION,
+    )
+    .await;
     let reply = |budget: i64, formality: f64, sentiment: f64| {
         analysis(
             SUMMARY,
@@ -647,7 +800,7 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
 
     // The budget changed: the old fact is kept, pointing at the new one.
     let mut tx = tdb.db().tenant(customer).await.expect("tx");
-    let budgets: Vec<(Uuid, Value, Option<Uuid>, Option<Uuid>, bool)> = sqlx::query_as(
+    let budgets: Vec<FactRow> = sqlx::query_as(
         "SELECT fact_id, value, source_call_id, superseded_by, superseded_at IS NOT NULL
          FROM caller_facts WHERE key = 'budget' ORDER BY created_at, superseded_at NULLS LAST",
     )
@@ -658,13 +811,22 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
     let [old, new] = budgets.as_slice() else {
         panic!("two budget facts: {budgets:?}");
     };
-    assert_eq!((&old.1, old.2, old.3, old.4), (&json!(500_000), Some(first), Some(new.0), true));
-    assert_eq!((&new.1, new.2, new.3, new.4), (&json!(750_000), Some(second), None, false));
+    assert_eq!(
+        (&old.1, old.2, old.3, old.4),
+        (&json!(500_000), Some(first), Some(new.0), true)
+    );
+    assert_eq!(
+        (&new.1, new.2, new.3, new.4),
+        (&json!(750_000), Some(second), None, false)
+    );
     // Unchanged values were not written again.
     assert_eq!(count(&tdb, customer, "caller_facts").await, 5);
     let (_, fields, bio, calls) = profile(&tdb, customer).await;
     assert_eq!(fields["budget"], json!(750_000));
-    assert_eq!(bio.as_deref(), Some("Jane Doe | Buyer | $750K budget | Pre-approved"));
+    assert_eq!(
+        bio.as_deref(),
+        Some("Jane Doe | Buyer | $750K budget | Pre-approved")
+    );
     assert_eq!(calls, 2);
     // Running averages over the two calls, kept in SQL.
     let (samples, formality, sentiment, patience) = averages(&tdb, customer).await;
@@ -675,14 +837,25 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
 
     // A call older than both, processed late, never supersedes the newer
     // budget: its value is kept as history only.
-    let late = ended_call(&tdb, customer, "CAlate", Some(CALLER), hours(72), CONVERSATION).await;
+    let late = ended_call(
+        &tdb,
+        customer,
+        "CAlate",
+        Some(CALLER),
+        hours(72),
+        CONVERSATION,
+    )
+    .await;
     run("CAlate", reply(400_000, 0.8, 0.5)).await;
     assert!(current_facts(&tdb, customer)
         .await
         .contains(&("budget".to_string(), json!(750_000))));
     let (_, fields, bio, calls) = profile(&tdb, customer).await;
     assert_eq!(fields["budget"], json!(750_000));
-    assert_eq!(bio.as_deref(), Some("Jane Doe | Buyer | $750K budget | Pre-approved"));
+    assert_eq!(
+        bio.as_deref(),
+        Some("Jane Doe | Buyer | $750K budget | Pre-approved")
+    );
     assert_eq!(calls, 3);
     let history: (Option<Uuid>, bool) = {
         let mut tx = tdb.db().tenant(customer).await.expect("tx");
@@ -700,7 +873,11 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
     assert_eq!(history, (Some(new.0), true));
     let (samples, formality, _, _) = averages(&tdb, customer).await;
     assert_eq!(samples, 3);
-    assert_close(formality, (0.2 + 0.6 + 0.8) / 3.0, "formality over three calls");
+    assert_close(
+        formality,
+        (0.2 + 0.6 + 0.8) / 3.0,
+        "formality over three calls",
+    );
     tdb.close().await;
 }
 
@@ -709,7 +886,11 @@ async fn a_withheld_caller_gets_a_summary_and_nothing_else() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-withheld", "+15550005009", "insurance").await;
     let call_id = ended_call(&tdb, customer, "CAwithheld", None, Utc::now(), CONVERSATION).await;
-    let analyst = Scripted::always(&analysis(SUMMARY, json!({"name": "Jane Doe"}), scores(0.5, 0.0)));
+    let analyst = Scripted::always(&analysis(
+        SUMMARY,
+        json!({"name": "Jane Doe"}),
+        scores(0.5, 0.0),
+    ));
     let outcome = handler(&tdb, Some(analyst), 2)
         .process(customer, "CAwithheld")
         .await
@@ -722,8 +903,19 @@ async fn a_withheld_caller_gets_a_summary_and_nothing_else() {
             personality: false
         }
     );
-    assert_eq!(summary_of(&tdb, customer, call_id).await.expect("summary").0, SUMMARY);
-    for table in ["caller_profiles", "caller_facts", "call_personality", "caller_personality"] {
+    assert_eq!(
+        summary_of(&tdb, customer, call_id)
+            .await
+            .expect("summary")
+            .0,
+        SUMMARY
+    );
+    for table in [
+        "caller_profiles",
+        "caller_facts",
+        "call_personality",
+        "caller_personality",
+    ] {
         assert_eq!(count(&tdb, customer, table).await, 0, "{table}");
     }
     tdb.close().await;
@@ -744,16 +936,26 @@ async fn a_call_where_the_caller_said_nothing_is_summarised_without_the_model() 
     .await;
     let never_called = ended_call(&tdb, customer, "CAnoturns", Some(CALLER), Utc::now(), &[]).await;
     let analyst = Scripted::always("unused");
-    let outcomes = runner(&tdb, Some(analyst.clone())).drain().await.expect("drain");
+    let outcomes = runner(&tdb, Some(analyst.clone()))
+        .drain()
+        .await
+        .expect("drain");
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     assert_eq!(analyst.calls(), 0);
     for call in [call_id, never_called] {
         let (summary, topics, _, source) = summary_of(&tdb, customer, call).await.expect("summary");
-        assert_eq!((summary.as_str(), source.as_str()), (SILENT_CALL_SUMMARY, "heuristic"));
+        assert_eq!(
+            (summary.as_str(), source.as_str()),
+            (SILENT_CALL_SUMMARY, "heuristic")
+        );
         assert!(topics.is_empty());
     }
     assert_eq!(count(&tdb, customer, "call_personality").await, 0);
-    assert_eq!(profile(&tdb, customer).await.3, 2, "both still count as calls");
+    assert_eq!(
+        profile(&tdb, customer).await.3,
+        2,
+        "both still count as calls"
+    );
     tdb.close().await;
 }
 
@@ -762,7 +964,15 @@ async fn a_job_for_a_call_the_tenant_does_not_have_is_dead_at_once() {
     let tdb = TestDb::new().await;
     let customer = tenant(&tdb, "pc-nocall", "+15550005011", "insurance").await;
     let other = tenant(&tdb, "pc-nocall-other", "+15550005012", "insurance").await;
-    ended_call(&tdb, other, "CAtheirs", Some(CALLER), Utc::now(), CONVERSATION).await;
+    ended_call(
+        &tdb,
+        other,
+        "CAtheirs",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
     let mut tx = tdb.db().tenant(customer).await.expect("tx");
     recovery::enqueue_post_call(&mut tx, "CAtheirs")
         .await
@@ -791,15 +1001,41 @@ async fn retention_deletes_only_old_transcripts_of_tenants_with_a_period() {
     let tdb = TestDb::new().await;
     let keeps = tenant(&tdb, "ret-keep-30", "+15550005020", "insurance").await;
     let forever = tenant(&tdb, "ret-forever", "+15550005021", "insurance").await;
-    execute(&tdb, keeps, "UPDATE customers SET transcript_retention_days = 30").await;
+    execute(
+        &tdb,
+        keeps,
+        "UPDATE customers SET transcript_retention_days = 30",
+    )
+    .await;
     let now = Utc::now();
     let days = |d: i64| now - chrono::Duration::days(d);
     let old = ended_call(&tdb, keeps, "CAold", Some(CALLER), days(40), CONVERSATION).await;
     let recent = ended_call(&tdb, keeps, "CArecent", Some(CALLER), days(1), CONVERSATION).await;
-    let pending = ended_call(&tdb, keeps, "CApending", Some(CALLER), days(45), CONVERSATION).await;
-    let theirs = ended_call(&tdb, forever, "CAtheirs", Some(CALLER), days(400), CONVERSATION).await;
+    let pending = ended_call(
+        &tdb,
+        keeps,
+        "CApending",
+        Some(CALLER),
+        days(45),
+        CONVERSATION,
+    )
+    .await;
+    let theirs = ended_call(
+        &tdb,
+        forever,
+        "CAtheirs",
+        Some(CALLER),
+        days(400),
+        CONVERSATION,
+    )
+    .await;
     // Every post-call job is settled except CApending's.
-    execute(&tdb, keeps, "UPDATE jobs SET status = 'done' WHERE idempotency_key <> 'CApending'").await;
+    execute(
+        &tdb,
+        keeps,
+        "UPDATE jobs SET status = 'done' WHERE idempotency_key <> 'CApending'",
+    )
+    .await;
     execute(&tdb, forever, "UPDATE jobs SET status = 'done'").await;
     execute(
         &tdb,
@@ -815,7 +1051,10 @@ async fn retention_deletes_only_old_transcripts_of_tenants_with_a_period() {
     )
     .await;
 
-    assert_eq!(retention::schedule(tdb.db(), now).await.expect("schedule"), 1);
+    assert_eq!(
+        retention::schedule(tdb.db(), now).await.expect("schedule"),
+        1
+    );
     assert_eq!(
         retention::schedule(tdb.db(), now).await.expect("schedule"),
         0,
@@ -842,8 +1081,16 @@ async fn retention_deletes_only_old_transcripts_of_tenants_with_a_period() {
     };
     assert_eq!(turns_of(keeps, old).await, 0, "older than 30 days: gone");
     assert_eq!(turns_of(keeps, recent).await, 4, "recent: kept");
-    assert_eq!(turns_of(keeps, pending).await, 4, "post-call work pending: kept");
-    assert_eq!(turns_of(forever, theirs).await, 4, "no retention period: kept");
+    assert_eq!(
+        turns_of(keeps, pending).await,
+        4,
+        "post-call work pending: kept"
+    );
+    assert_eq!(
+        turns_of(forever, theirs).await,
+        4,
+        "no retention period: kept"
+    );
     assert_eq!(count(&tdb, keeps, "calls").await, 3, "call records stay");
     let bodies: Vec<String> = {
         let mut tx = tdb.db().tenant(keeps).await.expect("tx");
@@ -861,7 +1108,10 @@ async fn retention_deletes_only_old_transcripts_of_tenants_with_a_period() {
         "SELECT details FROM audit_log WHERE action = 'transcripts.expire'",
     )
     .await;
-    assert_eq!((audit["calls"].clone(), audit["turns"].clone()), (json!(1), json!(4)));
+    assert_eq!(
+        (audit["calls"].clone(), audit["turns"].clone()),
+        (json!(1), json!(4))
+    );
     tdb.close().await;
 }
 
@@ -933,5 +1183,7 @@ async fn the_server_runs_post_call_jobs_in_the_background() {
     .await
     .expect("the server ran the post-call job");
     assert_eq!(stored, "heuristic");
-    app.stop().await.expect("the server stops cleanly with its runner");
+    app.stop()
+        .await
+        .expect("the server stops cleanly with its runner");
 }

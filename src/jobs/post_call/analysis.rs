@@ -244,7 +244,11 @@ pub fn sentence_count(text: &str) -> usize {
     count + usize::from(open)
 }
 
-fn required_text(value: Option<&Value>, field: &str, max: usize) -> Result<String, InvalidAnalysis> {
+fn required_text(
+    value: Option<&Value>,
+    field: &str,
+    max: usize,
+) -> Result<String, InvalidAnalysis> {
     match value {
         None => Err(invalid(field, "missing")),
         Some(Value::String(s)) => {
@@ -273,7 +277,11 @@ fn summary(value: Option<&Value>) -> Result<String, InvalidAnalysis> {
     Ok(text)
 }
 
-fn array<'a>(value: Option<&'a Value>, field: &str, max: usize) -> Result<&'a [Value], InvalidAnalysis> {
+fn array<'a>(
+    value: Option<&'a Value>,
+    field: &str,
+    max: usize,
+) -> Result<&'a [Value], InvalidAnalysis> {
     match value {
         None => Err(invalid(field, "missing")),
         Some(Value::Array(items)) if items.len() <= max => Ok(items),
@@ -402,7 +410,10 @@ fn personality(value: Option<&Value>) -> Result<Personality, InvalidAnalysis> {
         }
         .ok_or_else(|| invalid(field.clone(), "not a number"))?;
         if score < f64::from(*low) || score > f64::from(*high) {
-            return Err(invalid(field, format!("{score} is outside [{low}, {high}]")));
+            return Err(invalid(
+                field,
+                format!("{score} is outside [{low}, {high}]"),
+            ));
         }
         *slot = score as f32;
     }
@@ -501,24 +512,54 @@ mod tests {
             (with(&["-summary"], Value::Null), "summary"),
             (with(&["summary"], json!("  ")), "summary"),
             (with(&["summary"], json!(42)), "summary"),
-            (with(&["summary"], json!("One. Two. Three. Four. Five. Six.")), "summary"),
+            (
+                with(&["summary"], json!("One. Two. Three. Four. Five. Six.")),
+                "summary",
+            ),
             (with(&["topics"], json!("billing")), "topics"),
             (with(&["topics"], json!([1])), "topics[0]"),
-            (with(&["action_items"], json!(["call back"])), "action_items[0]"),
-            (with(&["action_items"], json!([{"text": "x", "owner": "me"}])), "action_items[0].owner"),
-            (with(&["action_items"], json!([{"due": "Friday"}])), "action_items[0].text"),
+            (
+                with(&["action_items"], json!(["call back"])),
+                "action_items[0]",
+            ),
+            (
+                with(&["action_items"], json!([{"text": "x", "owner": "me"}])),
+                "action_items[0].owner",
+            ),
+            (
+                with(&["action_items"], json!([{"due": "Friday"}])),
+                "action_items[0].text",
+            ),
             (with(&["facts"], json!([])), "facts"),
             (with(&["facts"], json!({"Budget": 1})), "facts.Budget"),
             (with(&["facts"], json!({"home": {"beds": 3}})), "facts.home"),
             (with(&["facts"], json!({"kids": [1, 2]})), "facts.kids[0]"),
             (with(&["display_name"], json!(["Jane"])), "display_name"),
             (with(&["-personality"], Value::Null), "personality"),
-            (with(&["personality", "formality"], json!(1.5)), "personality.formality"),
-            (with(&["personality", "sentiment"], json!(-1.01)), "personality.sentiment"),
-            (with(&["personality", "patience"], json!("high")), "personality.patience"),
-            (with(&["personality", "-verbosity"], Value::Null), "personality.verbosity"),
-            (with(&["personality", "humour"], json!(0.5)), "personality.humour"),
-            (with(&["personality", "style_notes"], json!(3)), "personality.style_notes"),
+            (
+                with(&["personality", "formality"], json!(1.5)),
+                "personality.formality",
+            ),
+            (
+                with(&["personality", "sentiment"], json!(-1.01)),
+                "personality.sentiment",
+            ),
+            (
+                with(&["personality", "patience"], json!("high")),
+                "personality.patience",
+            ),
+            (
+                with(&["personality", "-verbosity"], Value::Null),
+                "personality.verbosity",
+            ),
+            (
+                with(&["personality", "humour"], json!(0.5)),
+                "personality.humour",
+            ),
+            (
+                with(&["personality", "style_notes"], json!(3)),
+                "personality.style_notes",
+            ),
         ];
         for (reply, field) in cases {
             assert_eq!(field_of(&reply), field, "{reply}");
@@ -543,14 +584,37 @@ mod tests {
 
     #[test]
     fn the_prompt_names_the_template_keys_and_the_transcript() {
-        let fields = super::super::bio::template_fields(&json!([{"key": "budget", "label": "Budget", "type": "money"}]));
+        let fields = super::super::bio::template_fields(
+            &json!([{"key": "budget", "label": "Budget", "type": "money"}]),
+        );
         let turns = vec![
-            Turn { seq: 0, speaker: "agent".into(), text: "Hello!".into(), interrupted: true,
-                   start_ms: None, end_ms: None, timings: json!({}) },
-            Turn { seq: 1, speaker: "caller".into(), text: "My budget is 500k".into(), interrupted: false,
-                   start_ms: None, end_ms: None, timings: json!({}) },
-            Turn { seq: 2, speaker: "system".into(), text: "internal".into(), interrupted: false,
-                   start_ms: None, end_ms: None, timings: json!({}) },
+            Turn {
+                seq: 0,
+                speaker: "agent".into(),
+                text: "Hello!".into(),
+                interrupted: true,
+                start_ms: None,
+                end_ms: None,
+                timings: json!({}),
+            },
+            Turn {
+                seq: 1,
+                speaker: "caller".into(),
+                text: "My budget is 500k".into(),
+                interrupted: false,
+                start_ms: None,
+                end_ms: None,
+                timings: json!({}),
+            },
+            Turn {
+                seq: 2,
+                speaker: "system".into(),
+                text: "internal".into(),
+                interrupted: false,
+                start_ms: None,
+                end_ms: None,
+                timings: json!({}),
+            },
         ];
         let messages = prompt(&fields, &turns, 10_000);
         let [LlmMessage::System(system), LlmMessage::User(user)] = messages.as_slice() else {
@@ -560,7 +624,11 @@ mod tests {
         assert!(user.contains("Agent: Hello! [cut off]\nCaller: My budget is 500k\n"));
         assert!(!user.contains("internal"));
         let short = prompt(&fields, &turns, 10);
-        let [_, LlmMessage::User(user)] = short.as_slice() else { panic!() };
-        assert!(user.contains("[earlier part of the call left out]") && user.ends_with("is 500k\n"));
+        let [_, LlmMessage::User(user)] = short.as_slice() else {
+            panic!()
+        };
+        assert!(
+            user.contains("[earlier part of the call left out]") && user.ends_with("is 500k\n")
+        );
     }
 }

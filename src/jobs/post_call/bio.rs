@@ -58,7 +58,11 @@ pub fn template_fields(profile_fields: &Value) -> Vec<TemplateField> {
 /// Renders `format` with `values` (profile fields by key). `None` when no
 /// segment with a placeholder could be filled: a bio of literals alone
 /// ("Client since") says nothing.
-pub fn render(format: &str, values: &Map<String, Value>, fields: &[TemplateField]) -> Option<String> {
+pub fn render(
+    format: &str,
+    values: &Map<String, Value>,
+    fields: &[TemplateField],
+) -> Option<String> {
     let mut kept = Vec::new();
     let mut filled_any = false;
     for segment in format.split('|') {
@@ -184,8 +188,10 @@ mod tests {
 
     #[test]
     fn a_full_profile_fills_every_segment() {
-        let v = values(json!({"name": "John Smith", "city": "Orange County", "since": 2020,
-                              "policies": "2 Auto + 1 Home"}));
+        let v = values(
+            json!({"name": "John Smith", "city": "Orange County", "since": 2020,
+                              "policies": "2 Auto + 1 Home"}),
+        );
         assert_eq!(
             render(INSURANCE, &v, &insurance()).as_deref(),
             Some("John Smith | Orange County | Client since 2020 | 2 Auto + 1 Home")
@@ -200,7 +206,10 @@ mod tests {
             Some("Jane Doe | Client since 2019")
         );
         let v = values(json!({"city": "Irvine"}));
-        assert_eq!(render(INSURANCE, &v, &insurance()).as_deref(), Some("Irvine"));
+        assert_eq!(
+            render(INSURANCE, &v, &insurance()).as_deref(),
+            Some("Irvine")
+        );
     }
 
     #[test]
@@ -216,15 +225,28 @@ mod tests {
             {"key": "name"}, {"key": "role"}, {"key": "budget", "type": "money"},
             {"key": "financing"}
         ]));
-        let v = values(json!({"name": "Jane Doe", "role": "Buyer", "budget": 500000,
-                              "financing": "Pre-approved"}));
+        let v = values(
+            json!({"name": "Jane Doe", "role": "Buyer", "budget": 500000,
+                              "financing": "Pre-approved"}),
+        );
         assert_eq!(
-            render("{name} | {role} | {budget} budget | {financing}", &v, &fields).as_deref(),
+            render(
+                "{name} | {role} | {budget} budget | {financing}",
+                &v,
+                &fields
+            )
+            .as_deref(),
             Some("Jane Doe | Buyer | $500K budget | Pre-approved")
         );
-        assert_eq!(value_text(&json!(1_250_000), "money").as_deref(), Some("$1.25M"));
+        assert_eq!(
+            value_text(&json!(1_250_000), "money").as_deref(),
+            Some("$1.25M")
+        );
         assert_eq!(value_text(&json!(950), "money").as_deref(), Some("$950"));
-        assert_eq!(value_text(&json!(["Auto", "Home"]), "text").as_deref(), Some("Auto, Home"));
+        assert_eq!(
+            value_text(&json!(["Auto", "Home"]), "text").as_deref(),
+            Some("Auto, Home")
+        );
         assert_eq!(value_text(&json!(true), "text").as_deref(), Some("yes"));
         assert_eq!(value_text(&json!({"a": 1}), "text"), None);
         assert_eq!(value_text(&json!(2.5), "text").as_deref(), Some("2.5"));

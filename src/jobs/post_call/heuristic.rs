@@ -27,44 +27,120 @@ pub const SILENT_CALL_SUMMARY: &str = "The caller hung up before saying anything
 
 /// Topic families: a topic and the word stems that suggest it.
 const TOPICS: &[(&str, &[&str])] = &[
-    ("insurance", &["insur", "policy", "policies", "coverage", "premium", "deductible"]),
+    (
+        "insurance",
+        &[
+            "insur",
+            "policy",
+            "policies",
+            "coverage",
+            "premium",
+            "deductible",
+        ],
+    ),
     ("claims", &["claim", "accident", "damage"]),
-    ("billing", &["bill", "invoice", "payment", "pay", "charge", "refund"]),
-    ("appointment", &["appointment", "schedul", "book", "meeting", "visit"]),
+    (
+        "billing",
+        &["bill", "invoice", "payment", "pay", "charge", "refund"],
+    ),
+    (
+        "appointment",
+        &["appointment", "schedul", "book", "meeting", "visit"],
+    ),
     ("pricing", &["price", "quote", "cost", "rate"]),
-    ("property", &["house", "home", "property", "apartment", "condo", "listing"]),
-    ("financing", &["mortgage", "loan", "financ", "pre-approv", "preapprov"]),
+    (
+        "property",
+        &["house", "home", "property", "apartment", "condo", "listing"],
+    ),
+    (
+        "financing",
+        &["mortgage", "loan", "financ", "pre-approv", "preapprov"],
+    ),
     ("auto", &["car", "auto", "vehicle", "truck"]),
-    ("legal matter", &["lawyer", "attorney", "case", "court", "legal", "lawsuit"]),
+    (
+        "legal matter",
+        &["lawyer", "attorney", "case", "court", "legal", "lawsuit"],
+    ),
     ("cancellation", &["cancel"]),
-    ("complaint", &["complain", "unhappy", "problem", "issue", "wrong"]),
+    (
+        "complaint",
+        &["complain", "unhappy", "problem", "issue", "wrong"],
+    ),
 ];
 
 const FORMAL: &[&str] = &[
-    "please", "thank", "thanks", "sir", "madam", "ma'am", "would", "could", "kindly",
-    "appreciate", "regards", "certainly",
+    "please",
+    "thank",
+    "thanks",
+    "sir",
+    "madam",
+    "ma'am",
+    "would",
+    "could",
+    "kindly",
+    "appreciate",
+    "regards",
+    "certainly",
 ];
 const CASUAL: &[&str] = &[
-    "yeah", "yep", "nope", "gonna", "wanna", "hey", "cool", "kinda", "ok", "okay", "dude",
-    "gotta", "ya", "nah", "stuff",
+    "yeah", "yep", "nope", "gonna", "wanna", "hey", "cool", "kinda", "ok", "okay", "dude", "gotta",
+    "ya", "nah", "stuff",
 ];
 const POSITIVE: &[&str] = &[
-    "thanks", "thank", "great", "good", "happy", "perfect", "wonderful", "appreciate", "love",
-    "excellent", "awesome", "glad", "nice",
+    "thanks",
+    "thank",
+    "great",
+    "good",
+    "happy",
+    "perfect",
+    "wonderful",
+    "appreciate",
+    "love",
+    "excellent",
+    "awesome",
+    "glad",
+    "nice",
 ];
 const NEGATIVE: &[&str] = &[
-    "angry", "upset", "terrible", "bad", "frustrated", "annoyed", "problem", "unhappy",
-    "ridiculous", "wrong", "worst", "disappointed", "awful", "hate",
+    "angry",
+    "upset",
+    "terrible",
+    "bad",
+    "frustrated",
+    "annoyed",
+    "problem",
+    "unhappy",
+    "ridiculous",
+    "wrong",
+    "worst",
+    "disappointed",
+    "awful",
+    "hate",
 ];
-const IMPATIENT: &[&str] = &["hurry", "quickly", "already", "again", "waiting", "asap", "now"];
+const IMPATIENT: &[&str] = &[
+    "hurry", "quickly", "already", "again", "waiting", "asap", "now",
+];
 const DECISIVE: &[&str] = &[
-    "yes", "definitely", "sure", "absolutely", "let's", "i'll", "decided", "deal",
+    "yes",
+    "definitely",
+    "sure",
+    "absolutely",
+    "let's",
+    "i'll",
+    "decided",
+    "deal",
 ];
-const HEDGING: &[&str] = &["maybe", "perhaps", "probably", "guess", "unsure", "think", "might"];
+const HEDGING: &[&str] = &[
+    "maybe", "perhaps", "probably", "guess", "unsure", "think", "might",
+];
 /// Words after "I live in" that end a place name.
-const NOT_PLACES: &[&str] = &["a", "an", "the", "my", "with", "and", "but", "near", "since"];
+const NOT_PLACES: &[&str] = &[
+    "a", "an", "the", "my", "with", "and", "but", "near", "since",
+];
 /// Words after "my name is" that are not a name.
-const NOT_NAMES: &[&str] = &["calling", "looking", "trying", "just", "not", "here", "a", "the"];
+const NOT_NAMES: &[&str] = &[
+    "calling", "looking", "trying", "just", "not", "here", "a", "the",
+];
 
 /// Analyses a transcript by rule. `fields` are the tenant's template fields:
 /// facts go under their keys where one fits (`city` or `area`, `budget`,
@@ -105,7 +181,10 @@ pub fn analyse(turns: &[Turn], fields: &[TemplateField]) -> CallAnalysis {
 /// Lowercased words, apostrophes kept ("i'll"), other punctuation dropped.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-' || c == '@' || c == '.'))
-        .map(|w| w.trim_matches(|c: char| c == '.' || c == '\'' || c == '-').to_lowercase())
+        .map(|w| {
+            w.trim_matches(|c: char| c == '.' || c == '\'' || c == '-')
+                .to_lowercase()
+        })
         .filter(|w| !w.is_empty())
         .collect()
 }
@@ -142,7 +221,10 @@ fn summary(caller: &[&str], topics: &[String]) -> String {
         quoted(caller[0])
     )];
     if caller.len() > 1 {
-        sentences.push(format!("Their last words were {}", quoted(caller[caller.len() - 1])));
+        sentences.push(format!(
+            "Their last words were {}",
+            quoted(caller[caller.len() - 1])
+        ));
     }
     if !topics.is_empty() {
         sentences.push(format!("Topics mentioned: {}.", topics.join(", ")));
@@ -198,7 +280,10 @@ fn words_after(text: &str, lower: &str, phrase: &str, n: usize) -> Option<Vec<St
     let taken: Vec<String> = clause
         .split_whitespace()
         .take(n)
-        .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric() && c != '$' && c != '\'').to_string())
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric() && c != '$' && c != '\'')
+                .to_string()
+        })
         .filter(|w| !w.is_empty())
         .collect();
     (!taken.is_empty()).then_some(taken)
@@ -251,7 +336,11 @@ fn facts(caller: &[&str], fields: &[TemplateField]) -> BTreeMap<String, Value> {
                     })
                     .map(|w| capitalise(w))
                     .collect();
-                let key = if has("city") || !has("area") { "city" } else { "area" };
+                let key = if has("city") || !has("area") {
+                    "city"
+                } else {
+                    "area"
+                };
                 if !place.is_empty() && !facts.contains_key(key) {
                     facts.insert(key.to_string(), json!(place.join(" ")));
                 }
@@ -277,7 +366,9 @@ fn facts(caller: &[&str], fields: &[TemplateField]) -> BTreeMap<String, Value> {
             facts.entry("role".to_string()).or_insert(json!(role));
         }
         if has("financing") && (lower.contains("pre-approved") || lower.contains("preapproved")) {
-            facts.entry("financing".to_string()).or_insert(json!("Pre-approved"));
+            facts
+                .entry("financing".to_string())
+                .or_insert(json!("Pre-approved"));
         }
         if let Some(email) = text
             .split_whitespace()
@@ -442,7 +533,11 @@ mod tests {
         assert!(a.topics.contains(&"financing".to_string()));
         assert_eq!(a.action_items.len(), 1);
         let n = sentence_count(&a.summary);
-        assert!((2..=MAX_SUMMARY_SENTENCES).contains(&n), "{n}: {}", a.summary);
+        assert!(
+            (2..=MAX_SUMMARY_SENTENCES).contains(&n),
+            "{n}: {}",
+            a.summary
+        );
         assert!(a.summary.contains("spoke 2 times"), "{}", a.summary);
     }
 
@@ -474,7 +569,12 @@ mod tests {
             turn(0, "agent", "Hello.", true),
             turn(1, "caller", "yeah hurry up", false),
             turn(2, "agent", "Sure.", true),
-            turn(3, "caller", "this is ridiculous and wrong, maybe I'm not sure", false),
+            turn(
+                3,
+                "caller",
+                "this is ridiculous and wrong, maybe I'm not sure",
+                false,
+            ),
         ];
         let p = analyse(&polite, &[]).personality.expect("scores");
         let c = analyse(&curt, &[]).personality.expect("scores");

@@ -52,7 +52,10 @@ pub trait Analyst: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// The complete reply to `messages`.
-    fn complete(&self, messages: Vec<LlmMessage>) -> BoxFuture<'static, Result<String, ProviderError>>;
+    fn complete(
+        &self,
+        messages: Vec<LlmMessage>,
+    ) -> BoxFuture<'static, Result<String, ProviderError>>;
 }
 
 /// An [`Analyst`] over a streaming chat model: the reply's text events,
@@ -83,7 +86,10 @@ impl Analyst for LlmAnalyst {
         self.llm.name()
     }
 
-    fn complete(&self, messages: Vec<LlmMessage>) -> BoxFuture<'static, Result<String, ProviderError>> {
+    fn complete(
+        &self,
+        messages: Vec<LlmMessage>,
+    ) -> BoxFuture<'static, Result<String, ProviderError>> {
         let started = self.llm.stream(LlmRequest {
             model: self.model.clone(),
             messages,
@@ -196,9 +202,8 @@ impl PostCallHandler {
         let turns = repo::turns::list(&mut tx, call.call_id)
             .await
             .map_err(storage)?;
-        let (profile_fields, bio_format) = insights::tenant_template(&mut tx)
-            .await
-            .map_err(storage)?;
+        let (profile_fields, bio_format) =
+            insights::tenant_template(&mut tx).await.map_err(storage)?;
         tx.rollback().await.map_err(storage)?;
         let fields = bio::template_fields(&profile_fields);
 
@@ -207,7 +212,10 @@ impl PostCallHandler {
             .any(|t| t.speaker == "caller" && !t.text.trim().is_empty());
         let (analysis, source) = match (&self.analyst, caller_spoke) {
             (Some(analyst), true) => self.ask(analyst.as_ref(), &fields, &turns).await?,
-            _ => (heuristic::analyse(&turns, &fields), SummarySource::Heuristic),
+            _ => (
+                heuristic::analyse(&turns, &fields),
+                SummarySource::Heuristic,
+            ),
         };
         let outcome = self
             .store(customer_id, &call, &analysis, source, &fields, &bio_format)
@@ -310,15 +318,9 @@ impl PostCallHandler {
         let mut display_name = None;
         let mut facts_changed = 0;
         for (key, value) in &facts {
-            let change = insights::record_fact(
-                &mut tx,
-                user_id,
-                key,
-                value,
-                call.call_id,
-                call.started_at,
-            )
-            .await?;
+            let change =
+                insights::record_fact(&mut tx, user_id, key, value, call.call_id, call.started_at)
+                    .await?;
             if matches!(change, FactChange::New | FactChange::Superseded) {
                 facts_changed += 1;
                 if key == "name" {
