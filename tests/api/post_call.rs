@@ -674,6 +674,108 @@ async fn a_slow_model_times_out_the_run_which_is_retried_later() {
     tdb.close().await;
 }
 
+#[tokio::test]
+async fn the_platform_openai_account_analyses_calls_through_the_real_client() {
+    use crate::fake_openai::{sse_body, text_chunks, FakeOpenAi, Reply};
+    use switchboard::configuration::{ProviderMode, VendorAccount};
+    use switchboard::jobs::JobError;
+
+    const KEY: &str = "sk-platform-key-for-post-call-tests";
+    let tdb = TestDb::new().await;
+    let customer = tenant(&tdb, "pc-openai", "+15550005013", "insurance").await;
+    let call_id = ended_call(
+        &tdb,
+        customer,
+        "CAopenai",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
+    ended_call(
+        &tdb,
+        customer,
+        "CAdown",
+        Some(CALLER),
+        Utc::now(),
+        CONVERSATION,
+    )
+    .await;
+    // The reply streamed as the vendor does: fenced JSON in small pieces.
+    let reply = format!(
+        "```json\n{}\n```",
+        analysis(
+            SUMMARY,
+            json!({"name": "Jane Doe", "policies": "2 Auto"}),
+            scores(0.6, 0.4)
+        )
+    );
+    let pieces: Vec<&str> = reply
+        .as_bytes()
+        .chunks(40)
+        .map(|c| std::str::from_utf8(c).expect("ASCII reply"))
+        .collect();
+    let fake = FakeOpenAi::start(
+        Some(KEY),
+        vec![
+            Reply::sse(&sse_body(&text_chunks(&pieces, 300, 120)), 7),
+            Reply::server_error(),
+        ],
+    )
+    .await;
+
+    let mut settings = tdb.settings.clone();
+    assert!(
+        switchboard::startup::post_call_analyst(&settings).is_none(),
+        "fake providers: the heuristic analysis"
+    );
+    settings.providers = ProviderMode::Auto;
+    settings.vendors.insert(
+        "openai",
+        VendorAccount {
+            api_key: Some(KEY.to_string().into()),
+            base_url: Some(fake.base_url.clone()),
+            model: Some("gpt-4o-mini-test".to_string()),
+            voice_id: None,
+        },
+    );
+    let analyst = switchboard::startup::post_call_analyst(&settings).expect("an analyst");
+    assert_eq!(analyst.name(), "openai");
+    let handler = handler(&tdb, Some(analyst), 2);
+
+    let outcome = handler
+        .process(customer, "CAopenai")
+        .await
+        .expect("processed");
+    assert!(
+        matches!(
+            outcome,
+            PostCallOutcome::Stored {
+                source: SummarySource::Llm,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    let (summary, _, _, _) = summary_of(&tdb, customer, call_id).await.expect("summary");
+    assert_eq!(summary, SUMMARY);
+    assert_eq!(
+        profile(&tdb, customer).await.2.as_deref(),
+        Some("Jane Doe | 2 Auto")
+    );
+    let request = &fake.requests()[0].body;
+    assert_eq!(request["model"], json!("gpt-4o-mini-test"));
+    assert_eq!(request["messages"].as_array().map(Vec::len), Some(2));
+    assert!(request
+        .get("tools")
+        .is_none_or(|t| t.as_array().is_none_or(Vec::is_empty)));
+
+    // The vendor fails: the run fails for the queue to retry.
+    let failed = handler.process(customer, "CAdown").await;
+    assert!(matches!(failed, Err(JobError::Retry(_))), "{failed:?}");
+    tdb.close().await;
+}
+
 // ---------------------------------------------------------------------------
 // Idempotency, supersession, averages.
 // ---------------------------------------------------------------------------
