@@ -127,9 +127,10 @@ pub enum FactChange {
     Superseded,
     /// The current value is the same: nothing written.
     Unchanged,
-    /// The current value came from a later call (this job ran late): this
-    /// value is kept as history, already superseded by the current one.
-    Older,
+    /// The current value stays (it came from a later call, because this
+    /// job ran late, or this value is only tentative): this value is kept
+    /// as history, already superseded by the current one.
+    History,
 }
 
 /// Records that call `call_id` (made at `call_at`) said `key` = `value`
@@ -137,7 +138,8 @@ pub enum FactChange {
 /// an earlier (or no) call is superseded (`superseded_by`, `superseded_at`)
 /// and kept; a value from a later call is never superseded by this one.
 /// A fact's time is its call's start, or its own creation when it came from
-/// no call (entered by staff).
+/// no call (entered by staff). A `tentative` value (a rule-based guess)
+/// fills a key nobody knew, but never supersedes a value.
 pub async fn record_fact(
     tx: &mut TenantTx,
     user_id: &str,
@@ -145,6 +147,7 @@ pub async fn record_fact(
     value: &Value,
     call_id: Uuid,
     call_at: DateTime<Utc>,
+    tentative: bool,
 ) -> Result<FactChange, StorageError> {
     let current: Option<(Uuid, Value, DateTime<Utc>)> = sqlx::query_as(
         "SELECT f.fact_id, f.value, coalesce(c.started_at, f.created_at)
@@ -162,7 +165,9 @@ pub async fn record_fact(
         Some((_, current_value, _)) if current_value == value => {
             return Ok(FactChange::Unchanged);
         }
-        Some((current_id, _, as_of)) if *as_of > call_at => (FactChange::Older, Some(*current_id)),
+        Some((current_id, _, as_of)) if tentative || *as_of > call_at => {
+            (FactChange::History, Some(*current_id))
+        }
         Some((current_id, _, _)) => {
             sqlx::query(
                 "UPDATE caller_facts SET superseded_by = $2, superseded_at = now() WHERE fact_id = $1",

@@ -242,6 +242,20 @@ where
     value
 }
 
+/// One row of a query as the tenant.
+async fn scalar_row<T>(tdb: &TestDb, customer: CustomerId, sql: &str) -> T
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let mut tx = tdb.db().tenant(customer).await.expect("tx");
+    let row: T = sqlx::query_as(sql)
+        .fetch_one(tx.conn())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    tx.rollback().await.expect("rollback");
+    row
+}
+
 async fn count(tdb: &TestDb, customer: CustomerId, table: &str) -> i64 {
     scalar(tdb, customer, &format!("SELECT count(*) FROM {table}")).await
 }
@@ -980,6 +994,77 @@ async fn a_newer_value_supersedes_the_old_one_and_averages_cover_every_call() {
         (0.2 + 0.6 + 0.8) / 3.0,
         "formality over three calls",
     );
+    tdb.close().await;
+}
+
+#[tokio::test]
+async fn heuristic_guesses_fill_unknown_keys_but_never_supersede() {
+    let tdb = TestDb::new().await;
+    let customer = tenant(&tdb, "pc-guess", "+15550005014", "insurance").await;
+    let now = Utc::now();
+    ended_call(
+        &tdb,
+        customer,
+        "CAmodel",
+        Some(CALLER),
+        now - chrono::Duration::hours(2),
+        CONVERSATION,
+    )
+    .await;
+    ended_call(
+        &tdb,
+        customer,
+        "CAguess",
+        Some(CALLER),
+        now - chrono::Duration::hours(1),
+        &[
+            ("agent", "Hello again!"),
+            (
+                "caller",
+                "Hi, my name is Janet Smith. Please email me at jane@example.com.",
+            ),
+        ],
+    )
+    .await;
+    let model = Scripted::always(&analysis(
+        SUMMARY,
+        json!({"name": "Jane Doe", "city": "Irvine"}),
+        scores(0.5, 0.0),
+    ));
+    handler(&tdb, Some(model), 0)
+        .process(customer, "CAmodel")
+        .await
+        .expect("processed");
+    // No model for the second call: the rules guess.
+    let outcome = handler(&tdb, None, 0)
+        .process(customer, "CAguess")
+        .await
+        .expect("processed");
+    assert_eq!(
+        outcome,
+        PostCallOutcome::Stored {
+            source: SummarySource::Heuristic,
+            facts_changed: 1,
+            personality: true
+        }
+    );
+    assert_eq!(
+        current_facts(&tdb, customer).await,
+        vec![
+            ("city".to_string(), json!("Irvine")),
+            ("email".to_string(), json!("jane@example.com")),
+            ("name".to_string(), json!("Jane Doe")),
+        ]
+    );
+    let kept: (Option<Uuid>, bool) = scalar_row(
+        &tdb,
+        customer,
+        "SELECT superseded_by, superseded_at IS NOT NULL FROM caller_facts
+         WHERE key = 'name' AND value = '\"Janet Smith\"'",
+    )
+    .await;
+    assert!(kept.0.is_some() && kept.1, "the guess is history: {kept:?}");
+    assert_eq!(profile(&tdb, customer).await.0.as_deref(), Some("Jane Doe"));
     tdb.close().await;
 }
 

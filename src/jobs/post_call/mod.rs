@@ -17,7 +17,8 @@
 //! [`crate::repo::insights`]): the summary, then for a known caller the
 //! call count, the facts with supersession, profile fields and display
 //! name, the quick bio ([`bio`]) and the personality scores with their
-//! running averages. The summary insert gates the rest, so running the job
+//! running averages. Facts guessed by the heuristic fill keys nobody knew
+//! but never supersede a value (they are kept as history instead). The summary insert gates the rest, so running the job
 //! twice changes nothing. A call with caller ID withheld gets its summary
 //! only. A call in which the caller said nothing (never connected, hung up
 //! during the greeting) is not sent to the model: it gets the summary
@@ -318,9 +319,16 @@ impl PostCallHandler {
         let mut display_name = None;
         let mut facts_changed = 0;
         for (key, value) in &facts {
-            let change =
-                insights::record_fact(&mut tx, user_id, key, value, call.call_id, call.started_at)
-                    .await?;
+            let change = insights::record_fact(
+                &mut tx,
+                user_id,
+                key,
+                value,
+                call.call_id,
+                call.started_at,
+                source == SummarySource::Heuristic,
+            )
+            .await?;
             if matches!(change, FactChange::New | FactChange::Superseded) {
                 facts_changed += 1;
                 if key == "name" {
