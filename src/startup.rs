@@ -1,10 +1,12 @@
 //! Building and running the server: database, keyring, listener, router,
-//! and graceful shutdown (stop taking work, drain, then cut).
+//! the background job runner (post-call work, retention), and graceful
+//! shutdown (stop taking work, drain, then cut).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -15,7 +17,12 @@ use crate::call::registry::LiveCalls;
 use crate::configuration::Settings;
 use crate::crypto::Keyring;
 use crate::db::connect::DatabaseTarget;
+use crate::db::Db;
 use crate::http::{self, AppState};
+use crate::jobs::post_call::{Analyst, LlmAnalyst, PostCallConfig, PostCallHandler};
+use crate::jobs::recovery::POST_CALL;
+use crate::jobs::retention::{self, RetentionHandler, RETENTION};
+use crate::jobs::{JobRunner, RunnerConfig};
 use crate::platform::Platform;
 use crate::providers::ProviderFactory;
 use crate::twilio::call_token::CallTokenKey;
@@ -79,6 +86,64 @@ pub struct Application {
     runtime: Runtime,
     /// Cancelled when the drain period ends: live calls must stop.
     shutdown: CancellationToken,
+    /// Background jobs, started by [`Application::run_until_stopped`].
+    jobs: Arc<JobRunner>,
+}
+
+/// How long a stopping server waits for the job a runner is in the middle
+/// of; a job cut off after that is claimed again once its lease runs out.
+const JOBS_STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The model post-call analysis asks: the platform's OpenAI-compatible
+/// account when it has a key (and providers are not `fake`). Otherwise
+/// none, and the rule-based analysis is stored: the local SmolLM2 is not
+/// asked, since a 135M model capped at a phone-length reply cannot write
+/// the JSON document the analysis needs.
+pub fn post_call_analyst(settings: &Settings) -> Option<Arc<dyn Analyst>> {
+    use crate::providers::openai::{OpenAiConfig, OpenAiLlm};
+    if settings.providers == crate::configuration::ProviderMode::Fake {
+        return None;
+    }
+    let account = settings.vendors.get("openai")?;
+    let key = account.api_key.clone()?;
+    let mut config = match &account.base_url {
+        Some(url) => OpenAiConfig::with_base_url(url.clone()),
+        None => OpenAiConfig::default(),
+    };
+    config.api_key = Some(key);
+    match OpenAiLlm::new(config) {
+        Ok(llm) => {
+            let model = account
+                .model
+                .clone()
+                .unwrap_or_else(|| crate::providers::LlmSettings::default().model);
+            Some(Arc::new(LlmAnalyst::new(Arc::new(llm), model)))
+        }
+        Err(error) => {
+            tracing::error!(%error, "post-call analysis: the OpenAI client could not be built; using the heuristic analysis");
+            None
+        }
+    }
+}
+
+/// The server's job runner: [`POST_CALL`] jobs with [`post_call_analyst`]
+/// (or the heuristic analysis), and [`RETENTION`] jobs.
+pub fn job_runner(settings: &Settings, db: Db) -> JobRunner {
+    let analyst = post_call_analyst(settings);
+    tracing::info!(
+        analyst = analyst.as_ref().map_or("heuristic", |a| a.name()),
+        "post-call analysis"
+    );
+    JobRunner::new(db.clone(), RunnerConfig::default())
+        .with_handler(
+            POST_CALL,
+            Arc::new(PostCallHandler::new(
+                db.clone(),
+                analyst,
+                PostCallConfig::default(),
+            )),
+        )
+        .with_handler(RETENTION, Arc::new(RetentionHandler::new(db)))
 }
 
 impl Application {
@@ -129,6 +194,7 @@ impl Application {
                     .and_then(|v| v.voice_id.clone()),
             },
         };
+        let jobs = Arc::new(job_runner(&settings, runtime.platform.db().clone()));
         let state = AppState {
             platform: runtime.platform.clone(),
             settings: Arc::new(settings),
@@ -140,6 +206,7 @@ impl Application {
             state,
             runtime,
             shutdown,
+            jobs,
         })
     }
 
@@ -156,6 +223,10 @@ impl Application {
     /// Serves until `stop` resolves, then drains: readiness turns 503, the
     /// listener closes, in-flight requests and calls get the configured
     /// grace period, and whatever is left is cancelled.
+    ///
+    /// The job runner and the retention schedule run alongside; they stop
+    /// taking jobs when `stop` resolves, and the job in hand gets
+    /// [`JOBS_STOP_WAIT`] after the drain to finish.
     pub async fn run_until_stopped(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
@@ -165,7 +236,18 @@ impl Application {
             state,
             runtime,
             shutdown,
+            jobs,
         } = self;
+        let jobs_stop = CancellationToken::new();
+        let runner = tokio::spawn({
+            let stop = jobs_stop.clone();
+            async move { jobs.run(stop).await }
+        });
+        let schedule = tokio::spawn(retention::run_schedule(
+            runtime.platform.db().clone(),
+            retention::SCHEDULE_EVERY,
+            jobs_stop.clone(),
+        ));
         let grace = state.settings.shutdown_grace;
         let draining = state.draining.clone();
         let live = state.calls.live.clone();
@@ -188,6 +270,7 @@ impl Application {
             }
             () = stop => {
                 tracing::info!(grace_secs = grace.as_secs(), "shutdown requested: draining");
+                jobs_stop.cancel();
                 draining.store(true, Ordering::Relaxed);
                 let _ = begin_drain.send(true);
                 let deadline = tokio::time::Instant::now() + grace;
@@ -221,6 +304,16 @@ impl Application {
             }
         }
         shutdown.cancel();
+        jobs_stop.cancel();
+        schedule.abort();
+        let mut runner = runner;
+        if tokio::time::timeout(JOBS_STOP_WAIT, &mut runner)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the job runner is still busy: cutting its job (it runs again later)");
+            runner.abort();
+        }
         runtime.close().await?;
         tracing::info!("stopped");
         Ok(())

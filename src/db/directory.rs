@@ -181,3 +181,15 @@ pub async fn customers_with_open_calls(db: &Db) -> Result<Vec<CustomerId>, Stora
     tracing::debug!(target: "switchboard::directory", lookup = "customers_with_open_calls", rows = rows.len());
     Ok(rows.into_iter().map(CustomerId).collect())
 }
+
+/// Tenants with a transcript retention period, for the periodic retention
+/// job (see `platform_customers_with_retention` in the post-call
+/// migration). The period itself is read inside each tenant's transaction.
+pub async fn customers_with_retention(db: &Db) -> Result<Vec<CustomerId>, StorageError> {
+    let rows: Vec<Uuid> =
+        sqlx::query_scalar("SELECT customer_id FROM platform_customers_with_retention()")
+            .fetch_all(db.pool())
+            .await?;
+    tracing::debug!(target: "switchboard::directory", lookup = "customers_with_retention", rows = rows.len());
+    Ok(rows.into_iter().map(CustomerId).collect())
+}

@@ -18,9 +18,13 @@
 //! queued with its attempts untouched.
 //!
 //! [`recovery`] closes calls a crash left open and enqueues their
-//! [`recovery::POST_CALL`] jobs.
+//! [`recovery::POST_CALL`] jobs; [`post_call`] is their handler (summary,
+//! facts, personality, quick bio); [`retention`] enforces each tenant's
+//! transcript retention with a daily job.
 
+pub mod post_call;
 pub mod recovery;
+pub mod retention;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;

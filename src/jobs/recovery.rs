@@ -18,8 +18,7 @@ use crate::repo;
 use super::Enqueued;
 
 /// The kind of the job that does a call's post-call work (summary, caller
-/// memory, personality). No handler for it is registered yet, so these jobs
-/// wait in the queue until one is.
+/// memory, personality): see [`super::post_call::PostCallHandler`].
 pub const POST_CALL: &str = "post_call";
 
 /// Attempts a post-call job gets before it is dead.

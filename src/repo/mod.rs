@@ -9,6 +9,7 @@ pub mod callers;
 pub mod calls;
 pub mod credentials;
 pub mod customers;
+pub mod insights;
 pub mod jobs;
 pub mod memory;
 pub mod numbers;

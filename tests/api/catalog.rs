@@ -16,6 +16,8 @@ const ALLOWED_DEFINER_FUNCTIONS: &[&str] = &[
     "platform_customer_directory",
     // Crash recovery: tenant ids with calls still open, nothing else.
     "platform_customers_with_open_calls",
+    // Retention: tenant ids with a transcript retention period, nothing else.
+    "platform_customers_with_retention",
     "platform_resolve_number",
 ];
 

@@ -17,6 +17,7 @@ mod offline_llm;
 mod offline_speech;
 mod platform_api;
 mod pool;
+mod post_call;
 mod process;
 mod provider_choice;
 mod provider_outage;
