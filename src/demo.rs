@@ -3,8 +3,11 @@
 //! PostgreSQL cluster unless a database is configured), creates the demo
 //! tenants from `fixtures/tenants/*.toml`, and places scripted calls with
 //! the call simulator using recorded speech from `fixtures/audio`: a
-//! question and answer, a caller who interrupts the agent, and a call to
-//! the other tenant. It prints each transcript as stored and the per-turn
+//! new caller who gives her name and asks a question; the same caller
+//! calling back, welcomed back from memory, who interrupts the agent; and
+//! the same number calling the other tenant, which knows nothing of her.
+//! After each call it waits for the post-call job and prints the tenant's
+//! caller card. It prints each transcript as stored and the per-turn
 //! latency table, writes the agent's audio to WAV files, and exits non-zero
 //! unless every step worked.
 
@@ -53,7 +56,25 @@ struct Scenario {
     file: &'static str,
     tenant_number: &'static str,
     script: Vec<Step>,
+    /// What the greeting must show of caller memory.
+    memory: Remembered,
+    /// Wait for the post-call job, then print the tenant's caller card.
+    card_after: bool,
 }
+
+/// What the tenant should remember of the demo caller when a call starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remembered {
+    /// Not checked (the benchmark).
+    Unchecked,
+    /// Nothing: the tenant's own greeting.
+    Nothing,
+    /// An earlier call: a welcome back.
+    EarlierCall,
+}
+
+/// How long the demo waits for a call's post-call job.
+const POST_CALL_WAIT: Duration = Duration::from_secs(60);
 
 /// Runs the demo.
 pub async fn run(mut settings: Settings, options: DemoOptions) -> anyhow::Result<()> {
@@ -122,6 +143,10 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> anyhow::Result
     let addr = app.local_addr()?;
     let state = app.state();
     create_all(&state.platform, tenants).await?;
+    let memory = crate::memory::MemoryService::new(state.platform.db().clone());
+    if options.bench_turns.is_none() {
+        forget_demo_caller(&state.platform, &memory).await?;
+    }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {
         let _ = stop_rx.await;
@@ -142,7 +167,21 @@ pub async fn run(mut settings: Settings, options: DemoOptions) -> anyhow::Result
             script: scenario.script,
             fuzz: 0,
         };
-        match call(&state.platform, &spec, &out_dir, scenario.file).await {
+        let outcome = async {
+            let report = call(
+                &state.platform,
+                &spec,
+                &out_dir,
+                scenario.file,
+                scenario.memory,
+            )
+            .await?;
+            if scenario.card_after {
+                print_card(&state.platform, &memory, &spec).await?;
+            }
+            anyhow::Ok(report)
+        };
+        match outcome.await {
             Ok(report) => {
                 if options.bench_turns.is_some() {
                     print_latency_summary(&report);
@@ -193,24 +232,26 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
     };
     Ok(vec![
         Scenario {
-            title: "a question and its answer (insurance agency)",
-            file: "call1-question.wav",
+            title: "a new caller gives her name and asks (insurance agency)",
+            file: "call1-new-caller.wav",
             tenant_number: "+18005551212",
             script: vec![
                 greeting.clone(),
-                Step::Say(clip("question")?),
+                Step::Say(clip("introduction")?),
                 answer(),
                 rest(),
                 Step::Hangup,
             ],
+            memory: Remembered::Nothing,
+            card_after: true,
         },
         Scenario {
-            title: "the caller interrupts the agent (insurance agency)",
-            file: "call2-interruption.wav",
+            title: "she calls back, is welcomed back, and interrupts the agent (insurance agency)",
+            file: "call2-callback-interruption.wav",
             tenant_number: "+18005551212",
             script: vec![
                 greeting.clone(),
-                Step::Say(clip("greeting_reply")?),
+                Step::Say(clip("question")?),
                 Step::WaitAgentStart {
                     timeout: Duration::from_secs(40),
                 },
@@ -221,9 +262,11 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
                 rest(),
                 Step::Hangup,
             ],
+            memory: Remembered::EarlierCall,
+            card_after: true,
         },
         Scenario {
-            title: "a call to the other tenant (real-estate office)",
+            title: "the same number calls the other tenant, which knows nothing of her (real-estate office)",
             file: "call3-other-tenant.wav",
             tenant_number: "+16195550123",
             script: vec![
@@ -233,6 +276,8 @@ fn scenarios(audio: &Path) -> anyhow::Result<Vec<Scenario>> {
                 rest(),
                 Step::Hangup,
             ],
+            memory: Remembered::Nothing,
+            card_after: true,
         },
     ])
 }
@@ -260,6 +305,8 @@ fn bench_scenario(audio: &Path, turns: usize) -> anyhow::Result<Scenario> {
         file: "bench.wav",
         tenant_number: "+18005551212",
         script,
+        memory: Remembered::Unchecked,
+        card_after: false,
     })
 }
 
@@ -294,6 +341,7 @@ async fn call(
     spec: &CallSpec,
     out_dir: &Path,
     file: &str,
+    memory: Remembered,
 ) -> anyhow::Result<CallReport> {
     let report = callsim::place_call(spec).await?;
     if report.answer != Some(Answer::Streamed) {
@@ -325,7 +373,96 @@ async fn call(
         report.agent_audio.len() as f64 / 8_000.0
     );
     check(&report, &turns)?;
+    check_greeting(&turns, memory)?;
     Ok(report)
+}
+
+/// The greeting shows what the tenant remembers, and nothing more.
+fn check_greeting(turns: &[repo::turns::Turn], memory: Remembered) -> anyhow::Result<()> {
+    let greeting = turns
+        .iter()
+        .find(|t| t.speaker == "agent")
+        .map(|t| t.text.as_str())
+        .unwrap_or_default();
+    let welcomed_back = greeting.contains("elcome back");
+    match memory {
+        Remembered::Unchecked => Ok(()),
+        Remembered::Nothing if welcomed_back => {
+            anyhow::bail!("a caller this tenant never heard from was welcomed back: {greeting}")
+        }
+        Remembered::EarlierCall if !welcomed_back => {
+            anyhow::bail!("the returning caller was not welcomed back: {greeting}")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Erases the demo caller from every demo tenant, so each run starts
+/// with a caller nobody knows (and shows erasure working).
+async fn forget_demo_caller(
+    platform: &Platform,
+    memory: &crate::memory::MemoryService,
+) -> anyhow::Result<()> {
+    let mut erased = 0;
+    for number in ["+18005551212", "+16195550123"] {
+        let Some(entry) = crate::db::directory::resolve_number(platform.db(), number).await? else {
+            continue;
+        };
+        let report = memory
+            .erase_caller(entry.customer_id, DEMO_CALLER, DEMO_ACTOR)
+            .await
+            .context("could not erase the demo caller from an earlier run")?;
+        erased += report.erased.total();
+    }
+    if erased > 0 {
+        println!(
+            "  erased the demo caller {DEMO_CALLER} from earlier runs ({erased} rows, audited)"
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the call's post-call job (summary, facts, personality, bio),
+/// then prints the tenant's caller card as staff see it.
+async fn print_card(
+    platform: &Platform,
+    memory: &crate::memory::MemoryService,
+    spec: &CallSpec,
+) -> anyhow::Result<()> {
+    let customer = crate::db::directory::resolve_number(platform.db(), &spec.to)
+        .await?
+        .context("the demo number has no tenant")?
+        .customer_id;
+    print!("  waiting for the post-call job (summary, facts, personality)…");
+    let waited = tokio::time::Instant::now();
+    loop {
+        let mut tx = platform.db().tenant(customer).await?;
+        let call = repo::calls::get_by_sid(&mut tx, &spec.call_sid).await?;
+        let done = match &call {
+            Some(c) => repo::insights::has_summary(&mut tx, c.call_id).await?,
+            None => false,
+        };
+        tx.commit().await?;
+        if done {
+            println!(" done in {:.1} s", waited.elapsed().as_secs_f64());
+            break;
+        }
+        if waited.elapsed() >= POST_CALL_WAIT {
+            println!();
+            anyhow::bail!("the post-call job did not finish within {POST_CALL_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let card = memory
+        .enriched_context(customer, &spec.from, true, 3)
+        .await
+        .context("could not read the caller card")?;
+    println!(
+        "  caller card of {} at this tenant (staff view):",
+        spec.from
+    );
+    print!("{}", indent(&indent(card.context.trim_end())));
+    Ok(())
 }
 
 /// What must hold for a demo call to count as working.

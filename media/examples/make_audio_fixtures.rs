@@ -102,6 +102,21 @@ fn clips() -> Vec<Clip> {
             backchannel: false,
         },
         Clip {
+            name: "introduction",
+            description: "a caller who gives their name, then asks",
+            lead_ms: 700,
+            body: Body::Speech(vec![
+                Piece { voice: "rms", text: "My name is Jane Doe.", pause_after_ms: 300 },
+                Piece {
+                    voice: "rms",
+                    text: "I'd like to add my son to my auto policy.",
+                    pause_after_ms: 0,
+                },
+            ]),
+            trail_ms: 1_200,
+            backchannel: false,
+        },
+        Clip {
             name: "long_answer",
             description: "a long answer: four sentences with 350-450 ms pauses between them",
             lead_ms: 600,

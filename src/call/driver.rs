@@ -382,8 +382,9 @@ async fn caller_memory(
     }
 }
 
-/// The greeting: the tenant's own, or for a caller the tenant knows by
-/// name, a welcome back that recalls the last call's first topic.
+/// The greeting: the tenant's own for a new caller; for one the tenant
+/// knows, a welcome back (by name when known) that recalls the last call's
+/// first topic.
 pub fn greeting_for(
     customer: &repo::customers::Customer,
     caller: Option<&EnrichedContext>,
@@ -391,19 +392,15 @@ pub fn greeting_for(
     let Some(caller) = caller.filter(|c| c.known) else {
         return customer.greeting.clone();
     };
-    let Some(name) = caller
+    let first_name = caller
         .greeting_name
         .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    else {
-        return customer.greeting.clone();
+        .and_then(|n| n.split_whitespace().next());
+    let mut text = match first_name {
+        Some(name) => format!("Hi {name}, welcome back to {}.", customer.name),
+        None => format!("Welcome back to {}.", customer.name),
     };
-    let first_name = name.split_whitespace().next().unwrap_or(name);
-    let mut text = format!(
-        "Hi {first_name}, welcome back to {}. This is {}.",
-        customer.name, customer.agent_name
-    );
+    text.push_str(&format!(" This is {}.", customer.agent_name));
     let topic = caller
         .card
         .as_ref()

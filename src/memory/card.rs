@@ -369,7 +369,11 @@ impl CallerCard {
                     s.created_at.format("%Y-%m-%d"),
                     one_line(&s.summary)
                 ));
-                if !s.topics.is_empty() {
+                // Topics the summary already names are not repeated.
+                let said = s.summary.to_lowercase();
+                if !s.topics.is_empty()
+                    && !s.topics.iter().all(|t| said.contains(&t.to_lowercase()))
+                {
                     out.push_str(&format!(" Topics: {}.", s.topics.join(", ")));
                 }
                 if let Some(items) = value_text(&s.action_items) {

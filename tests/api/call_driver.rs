@@ -338,3 +338,60 @@ async fn barge_in_over_the_reply_clears_twilio_and_stops_the_audio() {
     );
     tdb.close().await;
 }
+
+#[tokio::test]
+async fn a_known_caller_is_welcomed_back_by_name_with_the_last_calls_topic() {
+    let tdb = TestDb::new().await;
+    let (customer, ctx, token) = setup(&tdb).await;
+    // What an earlier call left in memory (as the post-call job writes it).
+    let mut tx = tdb.db().tenant(customer).await.expect("tx");
+    repo::calls::create(
+        &mut tx,
+        &repo::calls::NewCall {
+            call_sid: "CA-earlier",
+            user_id: Some("+15557654321"),
+            to_number: "+15550003000",
+            direction: "inbound",
+            status: "completed",
+            started_at: chrono::Utc::now() - chrono::Duration::days(3),
+        },
+    )
+    .await
+    .expect("earlier call");
+    sqlx::query(
+        "INSERT INTO caller_profiles (customer_id, user_id, display_name, fields, call_count)
+         VALUES ($1, '+15557654321', 'Jane Doe', '{\"name\": \"Jane Doe\"}', 1)",
+    )
+    .bind(customer)
+    .execute(tx.conn())
+    .await
+    .expect("profile");
+    sqlx::query(
+        "INSERT INTO call_summaries (customer_id, call_id, user_id, summary, topics)
+         SELECT customer_id, call_id, user_id, 'Jane asked about rental cars.', ARRAY['rental car coverage']
+         FROM calls WHERE call_sid = 'CA-earlier'",
+    )
+    .execute(tx.conn())
+    .await
+    .expect("summary");
+    tx.commit().await.expect("commit");
+
+    let (mut twilio, driver) = spawn_driver(ctx);
+    twilio.start(&token).await;
+    twilio.wait(1_500).await;
+    twilio.send(json!({"event": "stop", "sequenceNumber": "9", "streamSid": "MZ1", "stop": {"callSid": CALL_SID}})).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("driver ends");
+    let (_, turns) = call_transcript(tdb.db(), customer, CALL_SID).await;
+    let greeting = &turns.first().expect("a greeting").text;
+    assert!(
+        greeting.starts_with("Hi Jane, welcome back to "),
+        "{greeting}"
+    );
+    assert!(
+        greeting.contains("Last time we talked about rental car coverage."),
+        "{greeting}"
+    );
+    tdb.close().await;
+}

@@ -227,7 +227,7 @@ fn summary(caller: &[&str], topics: &[String]) -> String {
         ));
     }
     if !topics.is_empty() {
-        sentences.push(format!("Topics mentioned: {}.", topics.join(", ")));
+        sentences.push(format!("It touched on {}.", topics.join(", ")));
     }
     sentences.join(" ")
 }
