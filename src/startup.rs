@@ -182,7 +182,7 @@ impl Application {
                 TwilioRest::from_settings(&settings, runtime.platform.clone())
                     .context("could not build the Twilio REST client")?,
             ),
-            endpoint: EndpointConfig::default(),
+            endpoint: call_endpointing(),
             upgrade: UpgradeSignature::Absent,
             metrics,
             memory: memory_client(&settings, &runtime.platform)?,
@@ -374,4 +374,14 @@ fn memory_client(
             "orchestrator",
         )),
     })
+}
+
+/// Endpointing for calls: the media crate's defaults, with pauses reported
+/// after 200 ms of silence so the local speech-to-text can transcribe while
+/// the rest of the end silence runs (and answer a question at once).
+pub fn call_endpointing() -> EndpointConfig {
+    EndpointConfig {
+        pause_ms: 200,
+        ..EndpointConfig::default()
+    }
 }

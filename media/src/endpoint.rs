@@ -351,6 +351,12 @@ pub enum EndpointEvent {
         /// `ready_at` of the frame that completed the pause.
         decided_at: SampleTime,
     },
+    /// Speech came back after a reported [`EndpointEvent::Paused`]: the
+    /// utterance goes on.
+    Resumed {
+        /// `ready_at` of the speech frame.
+        decided_at: SampleTime,
+    },
     /// The caller stopped speaking: the utterance is complete.
     SpeechEnded(Utterance),
     /// What started as speech ended shorter than `min_utterance_ms`: treat
@@ -540,7 +546,9 @@ impl Endpointer {
                         last_loud_end: if loud { Some(frame.end) } else { last_loud_end },
                         paused: false,
                     };
-                    return None;
+                    return paused.then_some(EndpointEvent::Resumed {
+                        decided_at: frame.ready_at,
+                    });
                 }
                 // A loud frame right after the loud end (no gap), not too far
                 // past the last speech frame, extends the end.
@@ -1030,7 +1038,7 @@ mod tests {
         ]
         .concat();
         let ev = events(config.clone(), &probs);
-        assert_eq!(ev.len(), 4, "{ev:?}");
+        assert_eq!(ev.len(), 5, "{ev:?}");
         // 200 ms of silence after frame 29 ends at 3 840: frame 42 ends at
         // 5 504 ≥ 3 840 + 1 600.
         assert_eq!(
@@ -1041,10 +1049,17 @@ mod tests {
                 decided_at: 43 * 128 + 80
             }
         );
-        let EndpointEvent::Paused { end, .. } = ev[2] else {
+        assert_eq!(
+            ev[2],
+            EndpointEvent::Resumed {
+                decided_at: 61 * 128 + 80
+            },
+            "the first speech frame after the pause"
+        );
+        let EndpointEvent::Paused { end, .. } = ev[3] else {
             panic!("{ev:?}")
         };
-        let EndpointEvent::SpeechEnded(u) = ev[3] else {
+        let EndpointEvent::SpeechEnded(u) = ev[4] else {
             panic!("{ev:?}")
         };
         assert_eq!(end, u.end, "the last pause announces the final end");

@@ -535,8 +535,8 @@ async fn converse(
                                 EndpointEvent::SpeechStarted { .. } => session.handle(Input::CallerSpeechStarted, now()),
                                 EndpointEvent::SpeechEnded(u) => session.handle(Input::CallerSpeechEnded { is_short: u.is_short }, now()),
                                 EndpointEvent::NoiseBurst { .. } => session.handle(Input::CallerSpeechEnded { is_short: true }, now()),
-                                // For the providers only (speculative transcription).
-                                EndpointEvent::Paused { .. } => {}
+                                EndpointEvent::Paused { .. } => session.handle(Input::CallerPaused, now()),
+                                EndpointEvent::Resumed { .. } => session.handle(Input::CallerSpeechStarted, now()),
                             }
                         }
                     }

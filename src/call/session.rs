@@ -30,6 +30,10 @@ use super::protocol;
 pub enum Input {
     /// The endpointer heard the caller start speaking.
     CallerSpeechStarted,
+    /// The endpointer heard the caller pause inside an utterance (it may
+    /// end there): the speech-to-text may already finish the turn, before
+    /// the end silence is over.
+    CallerPaused,
     /// The endpointer heard the caller stop; `is_short` marks
     /// backchannel-length utterances.
     CallerSpeechEnded {
@@ -347,6 +351,12 @@ pub struct CallSession {
     caller_turn_started_ms: Option<u64>,
     /// When the endpointer last heard the caller stop (not a backchannel).
     speech_end_ms: Option<u64>,
+    /// When the endpointer heard the caller pause in the utterance still
+    /// open, ms.
+    paused_ms: Option<u64>,
+    /// A final transcript ended the caller's turn at a pause, before the
+    /// endpointer closed the utterance: its end belongs to that turn.
+    answered_at_pause: bool,
     /// When the line went quiet (agent finished or caller stopped).
     quiet_since: Duration,
     /// Whether "are you still there?" was said in the current quiet spell.
@@ -394,6 +404,8 @@ impl CallSession {
             caller_speaking_since: None,
             caller_turn_started_ms: None,
             speech_end_ms: None,
+            paused_ms: None,
+            answered_at_pause: false,
             quiet_since: now,
             prompted: false,
             warned: false,
@@ -466,11 +478,21 @@ impl CallSession {
                 }
                 self.caller_turn_started_ms.get_or_insert(ms(now));
                 self.prompted = false;
+                self.paused_ms = None;
+                self.answered_at_pause = false;
+            }
+            Input::CallerPaused => {
+                self.paused_ms = Some(ms(now));
             }
             Input::CallerSpeechEnded { is_short } => {
                 self.caller_speaking_since = None;
                 self.quiet_since = now;
-                if !is_short {
+                self.paused_ms = None;
+                if self.answered_at_pause {
+                    // The turn was already answered at the pause, and its
+                    // timings start there.
+                    self.answered_at_pause = false;
+                } else if !is_short {
                     self.speech_end_ms = Some(ms(now));
                 }
             }
@@ -752,7 +774,11 @@ impl CallSession {
             }
         }
         let id = self.new_turn(Kind::Reply, Then::Listen, true, now);
-        let speech_end_ms = self.speech_end_ms.take();
+        // Answered at a pause, before the endpointer closed the utterance:
+        // the turn's end of speech is the pause.
+        let at_pause = self.paused_ms.take();
+        self.answered_at_pause = at_pause.is_some();
+        let speech_end_ms = at_pause.or(self.speech_end_ms.take());
         if let Some(agent) = self.agent.as_mut() {
             agent.timings.caller_end_ms = Some(ms(now));
             agent.timings.speech_end_ms = speech_end_ms;

@@ -354,6 +354,73 @@ fn a_normal_turn_streams_the_reply_and_records_both_sides() {
 }
 
 #[test]
+fn a_turn_answered_at_a_pause_times_from_the_pause_and_resumed_speech_barges_in() {
+    let mut sim =
+        Sim::new(greeting_config()).reply("Yes, rentals are covered while yours is repaired.");
+    sim.advance(Duration::from_secs(3));
+    sim.input(Input::CallerSpeechStarted);
+    sim.advance(Duration::from_millis(2_000));
+    sim.input(Input::CallerPaused);
+    sim.advance(Duration::from_millis(150));
+    // The speech-to-text finished the turn at the pause.
+    sim.input(Input::Transcript {
+        text: "Does my policy cover a rental car?".into(),
+        is_final: true,
+        end_of_turn: true,
+    });
+    sim.advance(Duration::from_millis(400));
+    // The endpointer closes the utterance afterwards: same turn, no new
+    // end of speech for a later one.
+    sim.input(Input::CallerSpeechEnded { is_short: false });
+    sim.advance(Duration::from_secs(5));
+    let lines = sim.transcript();
+    let reply = lines
+        .iter()
+        .find(|e| e.speaker == Speaker::Agent && e.seq > 1)
+        .expect("a reply");
+    let t = reply.timings;
+    assert_eq!(
+        t.speech_end_ms,
+        Some(5_000),
+        "the pause, not the later close"
+    );
+    assert_eq!(t.caller_end_ms, Some(5_150));
+    sim.say_caller("And what about towing?");
+    sim.advance(Duration::from_secs(5));
+    let lines = sim.transcript();
+    let second = lines
+        .iter()
+        .filter(|e| e.speaker == Speaker::Agent)
+        .nth(2)
+        .expect("a second reply");
+    assert!(
+        second.timings.speech_end_ms > Some(10_000),
+        "the next turn has its own end of speech: {:?}",
+        second.timings
+    );
+
+    // Answered at a pause, then the caller goes on: their speech barges in.
+    let mut sim = Sim::new(greeting_config())
+        .reply("Let me check that for you, one moment please, I am looking it up now.");
+    sim.advance(Duration::from_secs(3));
+    sim.input(Input::CallerSpeechStarted);
+    sim.advance(Duration::from_millis(1_000));
+    sim.input(Input::CallerPaused);
+    sim.input(Input::Transcript {
+        text: "Is towing covered?".into(),
+        is_final: true,
+        end_of_turn: true,
+    });
+    sim.advance(Duration::from_millis(500));
+    sim.input(Input::CallerSpeechStarted); // the endpointer's Resumed
+    sim.advance(Duration::from_millis(1_000));
+    assert!(
+        sim.twilio.clears >= 1,
+        "resumed speech interrupts the early answer"
+    );
+}
+
+#[test]
 fn barge_in_clears_cancels_and_keeps_only_what_was_heard() {
     let long = "Your policy covers collision and comprehensive damage. It also includes roadside assistance and a rental car for up to thirty days while your car is repaired.";
     let mut sim = Sim::new(greeting_config()).reply(long);

@@ -542,6 +542,8 @@ impl CallStream {
                                 self.finalize_pending = true;
                             }
                         }
+                        // Deepgram endpoints on its own.
+                        Some(SttInput::Paused { .. }) => {}
                         None => return Connecting::InputClosed,
                     },
                 }
@@ -649,6 +651,7 @@ impl CallStream {
                     }
                     keepalive_at = Instant::now() + keepalive;
                 }
+                Some(SttInput::Paused { .. }) => {}
                 Some(SttInput::UtteranceEnded { is_short, .. }) => {
                     if !is_short {
                         if let Err(error) = self.send_text(socket, FINALIZE).await {

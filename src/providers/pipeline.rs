@@ -331,11 +331,17 @@ impl CallProviders for PipelineCall {
     }
 
     fn caller_endpoint(&mut self, event: &EndpointEvent) {
-        if let EndpointEvent::SpeechEnded(utterance) = event {
-            let _ = self.stt.try_send(SttInput::UtteranceEnded {
-                end: utterance.end,
-                is_short: utterance.is_short,
-            });
+        match event {
+            EndpointEvent::SpeechEnded(utterance) => {
+                let _ = self.stt.try_send(SttInput::UtteranceEnded {
+                    end: utterance.end,
+                    is_short: utterance.is_short,
+                });
+            }
+            EndpointEvent::Paused { end, .. } => {
+                let _ = self.stt.try_send(SttInput::Paused { end: *end });
+            }
+            _ => {}
         }
     }
 
@@ -423,6 +429,7 @@ async fn stt_supervisor(
                             awaiting = Some((Instant::now() + budget, message.clone()));
                         }
                     }
+                    SttInput::Paused { .. } => {}
                 }
                 let _ = actor.input.try_send(message);
                 None

@@ -185,6 +185,7 @@ impl SpeechToText for ScriptedStt {
             while let Some(message) = input.recv().await {
                 match message {
                     SttInput::Audio { .. } => frames += 1,
+                    SttInput::Paused { .. } => {}
                     SttInput::UtteranceEnded { is_short, .. } => {
                         let event = if fail {
                             SttEvent::Failed(ProviderError::Network {

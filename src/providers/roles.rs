@@ -189,6 +189,14 @@ pub enum SttInput {
         /// Backchannel-length utterance.
         is_short: bool,
     },
+    /// Our endpointer heard the caller pause inside an utterance that may
+    /// end at `end`. A per-utterance provider may transcribe the audio up
+    /// to `end` speculatively (see [`crate::providers::local::moonshine`]);
+    /// streaming vendors ignore it.
+    Paused {
+        /// Stream time where the utterance ends if the caller says no more.
+        end: SampleTime,
+    },
 }
 
 /// What a per-call STT actor reports.

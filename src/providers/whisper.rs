@@ -429,6 +429,8 @@ async fn run_call(
         tokio::select! {
             item = input.recv() => match item {
                 Some(SttInput::Audio { start, frame }) => buffer.push(start, frame),
+                // A remote request per pause would cost more than it saves.
+                Some(SttInput::Paused { .. }) => {}
                 Some(SttInput::UtteranceEnded { end, is_short }) => {
                     let pcm = buffer.cut(end);
                     let client = client.clone();

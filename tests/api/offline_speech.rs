@@ -364,20 +364,119 @@ async fn moonshine_transcribes_the_question_fixture() {
     actor.await.expect("actor ends when its input closes");
 }
 
+/// Feeds audio as 20 ms frames without ending the utterance.
+async fn frames_into(input: &mpsc::Sender<SttInput>, start: u64, audio: &[u8]) -> u64 {
+    let mut t = start;
+    for chunk in audio.chunks(160) {
+        let mut frame: UlawFrame = [0xFF; 160];
+        frame[..chunk.len()].copy_from_slice(chunk);
+        input
+            .send(SttInput::Audio { start: t, frame })
+            .await
+            .expect("stt input open");
+        t += 160;
+    }
+    t
+}
+
+#[tokio::test]
+async fn moonshine_answers_a_question_at_the_pause_and_prepares_a_statement() {
+    let Some(stt) = moonshine() else { return };
+    let (input, input_rx) = mpsc::channel(1024);
+    let (events_tx, mut events) = mpsc::channel(8);
+    let actor = tokio::spawn(stt.run(input_rx, events_tx));
+
+    // A question: the final comes at the pause, before the utterance ends;
+    // the end then only confirms it.
+    let end = frames_into(&input, 0, &fixture_ulaw("question.wav")).await;
+    input.send(SttInput::Paused { end }).await.expect("open");
+    let (heard, end_of_turn) = next_final(&mut events).await;
+    assert!(end_of_turn);
+    assert!(
+        recall("whether my policy covers a rental car", &heard) >= 0.6,
+        "heard {heard:?}"
+    );
+    input
+        .send(SttInput::UtteranceEnded {
+            end,
+            is_short: false,
+        })
+        .await
+        .expect("open");
+    assert_eq!(
+        events.recv().await,
+        Some(SttEvent::UtteranceEnd),
+        "the end adds nothing"
+    );
+
+    // A statement: nothing at the pause; at the end, the pause's transcript.
+    let end = frames_into(&input, end, &fixture_ulaw("introduction.wav")).await;
+    input.send(SttInput::Paused { end }).await.expect("open");
+    let early = tokio::time::timeout(std::time::Duration::from_secs(3), events.recv()).await;
+    assert!(early.is_err(), "a statement waits for the end: {early:?}");
+    input
+        .send(SttInput::UtteranceEnded {
+            end,
+            is_short: false,
+        })
+        .await
+        .expect("open");
+    let (heard, end_of_turn) = next_final(&mut events).await;
+    assert!(end_of_turn);
+    assert!(
+        recall(
+            "My name is Jane Doe. I'd like to add my son to my auto policy.",
+            &heard
+        ) >= 0.6,
+        "heard {heard:?}"
+    );
+
+    // The caller goes on after a pause: the continuation is its own final.
+    let question = fixture_ulaw("question.wav");
+    let (first, rest) = question.split_at(8_000 * 3);
+    let paused_at = frames_into(&input, end, first).await;
+    input
+        .send(SttInput::Paused { end: paused_at })
+        .await
+        .expect("open");
+    let end = frames_into(&input, paused_at, rest).await;
+    input
+        .send(SttInput::UtteranceEnded {
+            end,
+            is_short: false,
+        })
+        .await
+        .expect("open");
+    let (heard, _) = next_final(&mut events).await;
+    assert!(
+        recall(
+            "Could you tell me whether my policy covers a rental car",
+            &heard
+        ) >= 0.6,
+        "the whole utterance, not the stale guess: {heard:?}"
+    );
+    drop(input);
+    actor.await.expect("actor");
+}
+
 #[tokio::test]
 async fn moonshine_reports_one_final_per_utterance_in_order() {
     let Some(stt) = moonshine() else { return };
     let (input, input_rx) = mpsc::channel(1024);
     let (events_tx, mut events) = mpsc::channel(8);
     let actor = tokio::spawn(stt.run(input_rx, events_tx));
-    let t = speak_into(&input, 0, &fixture_ulaw("greeting_reply.wav"), false).await;
+    let t = speak_into(&input, 0, &fixture_ulaw("introduction.wav"), false).await;
     let t = speak_into(&input, t, &fixture_ulaw("silence.wav"), true).await;
     speak_into(&input, t, &fixture_ulaw("question.wav"), false).await;
     drop(input);
 
     let (first, first_end) = next_final(&mut events).await;
     assert!(first_end);
-    let score = recall("Hi, yes, I'm calling about my auto policy.", &first);
+    // flite's `rms` voice: Moonshine hears it far better than `slt`.
+    let score = recall(
+        "My name is Jane Doe. I'd like to add my son to my auto policy.",
+        &first,
+    );
     assert!(score >= 0.6, "heard {first:?}, word recall {score:.2}");
     let (second, second_end) = next_final(&mut events).await;
     assert!(!second_end, "a short utterance does not end the turn");

@@ -10,6 +10,16 @@
 //! handing the library 8 kHz). One `Final` is reported per `UtteranceEnded`, in
 //! order (empty text when nothing was said).
 //!
+//! Speculation: when our endpointer reports a pause inside an utterance
+//! ([`SttInput::Paused`]), the audio so far is transcribed at once, while
+//! the end silence runs. If the utterance then ends where the pause began,
+//! that text is the final, ready without waiting for the model. And if the
+//! words already make a turn by [`AnswerAtPause`] (by default: a question),
+//! the final is reported at the pause itself, so the agent can answer
+//! before the end silence is over; if the caller goes on after all, what
+//! follows is transcribed as a turn of its own (and the endpointer's
+//! `Resumed` lets the session treat it as a barge-in).
+//!
 //! The library and model are loaded once per [`MoonshineStt`] and shared
 //! by every call. A transcriber handle keeps its last transcript inside
 //! the library (the caller never frees it), so one handle serves one
@@ -25,6 +35,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
 use media::frame::SampleTime;
 use media::g711::ulaw_to_linear;
 use tokio::sync::mpsc;
@@ -63,14 +74,43 @@ pub struct MoonshineConfig {
     pub install_dir: PathBuf,
     /// Transcriber handles (concurrent transcriptions), at least 1.
     pub transcribers: usize,
+    /// Which speculative transcripts end the caller's turn at a pause.
+    pub answer_at_pause: AnswerAtPause,
 }
 
 impl MoonshineConfig {
-    /// Defaults for an install directory: two transcribers.
+    /// Defaults for an install directory: two transcribers, questions
+    /// answered at a pause.
     pub fn new(install_dir: impl Into<PathBuf>) -> Self {
         Self {
             install_dir: install_dir.into(),
             transcribers: 2,
+            answer_at_pause: AnswerAtPause::Questions,
+        }
+    }
+}
+
+/// When the words heard up to a pause end the caller's turn without
+/// waiting for the rest of the end silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerAtPause {
+    /// Never: the pause only prepares the final.
+    Never,
+    /// When they end in a question of at least three words: a question
+    /// hands the turn over, while a statement is often followed by more
+    /// (a caller explaining a claim pauses 350–500 ms between sentences).
+    Questions,
+}
+
+impl AnswerAtPause {
+    /// Whether `text` ends the turn.
+    pub fn ends_turn(self, text: &str) -> bool {
+        match self {
+            AnswerAtPause::Never => false,
+            AnswerAtPause::Questions => {
+                let text = text.trim();
+                text.ends_with('?') && text.split_whitespace().count() >= 3
+            }
         }
     }
 }
@@ -331,6 +371,8 @@ fn unavailable(message: String) -> ProviderError {
 #[derive(Clone)]
 pub struct MoonshineStt {
     model: Arc<Model>,
+    /// Which speculative transcripts end a turn at a pause.
+    answer_at_pause: AnswerAtPause,
 }
 
 impl std::fmt::Debug for MoonshineStt {
@@ -372,6 +414,7 @@ impl MoonshineStt {
         model.check_in(first);
         Ok(Self {
             model: Arc::new(model),
+            answer_at_pause: config.answer_at_pause,
         })
     }
 
@@ -445,6 +488,12 @@ impl UtteranceBuffer {
         }
     }
 
+    /// A copy of the audio up to stream time `end`, left in place.
+    fn peek_until(&self, end: SampleTime) -> Vec<i16> {
+        let cut = (end.saturating_sub(self.start) as usize).min(self.samples.len());
+        self.samples.iter().take(cut).copied().collect()
+    }
+
     /// Removes and returns the audio up to stream time `end`.
     fn take_until(&mut self, end: SampleTime) -> Vec<i16> {
         let cut = (end.saturating_sub(self.start) as usize).min(self.samples.len());
@@ -491,25 +540,82 @@ impl SpeechToText for MoonshineStt {
         events: mpsc::Sender<SttEvent>,
     ) -> BoxFuture<'static, ()> {
         let model = Arc::clone(&self.model);
+        let answer_at_pause = self.answer_at_pause;
         Box::pin(async move {
             let mut buffer = UtteranceBuffer::default();
-            let mut pending = FuturesOrdered::new();
+            let mut pending: FuturesOrdered<BoxFuture<'static, SttEvent>> = FuturesOrdered::new();
+            // The speculative transcription of the utterance up to a pause.
+            let mut speculation: Option<Speculation> = None;
+            // The stream time up to which a turn was already answered at a
+            // pause (its audio taken from the buffer).
+            let mut answered_until: Option<SampleTime> = None;
             loop {
+                let watch = speculation
+                    .as_ref()
+                    .filter(|s| !s.reported)
+                    .map(|s| s.text.clone());
                 tokio::select! {
                     message = input.recv() => match message {
                         None => break,
                         Some(SttInput::Audio { start, frame }) => buffer.push(start, &frame),
-                        Some(SttInput::UtteranceEnded { end, is_short }) => {
-                            let pcm = buffer.take_until(end);
+                        Some(SttInput::Paused { end }) => {
+                            // A later pause makes an earlier guess stale.
+                            let pcm = buffer.peek_until(end);
                             let model = Arc::clone(&model);
-                            pending.push_back(async move {
-                                match MoonshineStt::transcribe(model, pcm).await {
-                                    Ok(text) => SttEvent::Final { text, end_of_turn: !is_short },
-                                    Err(error) => SttEvent::Failed(error),
+                            let text = async move { MoonshineStt::transcribe(model, pcm).await }
+                                .boxed()
+                                .shared();
+                            speculation = Some(Speculation { end, text, reported: false });
+                        }
+                        Some(SttInput::UtteranceEnded { end, is_short }) => {
+                            let answered = answered_until.take();
+                            let guess = speculation.take();
+                            if answered.is_some_and(|at| end <= at) {
+                                // Already answered at the pause, and nothing
+                                // was said since.
+                                pending.push_back(std::future::ready(SttEvent::UtteranceEnd).boxed());
+                                continue;
+                            }
+                            let reuse = guess.filter(|g| g.end == end && answered.is_none());
+                            let pcm = buffer.take_until(end);
+                            let end_of_turn = !is_short;
+                            match reuse {
+                                // The caller said no more after the pause:
+                                // its transcript is the final.
+                                Some(guess) => pending.push_back(
+                                    async move { final_event(guess.text.await, end_of_turn) }.boxed(),
+                                ),
+                                None => {
+                                    let model = Arc::clone(&model);
+                                    pending.push_back(
+                                        async move {
+                                            final_event(MoonshineStt::transcribe(model, pcm).await, end_of_turn)
+                                        }
+                                        .boxed(),
+                                    );
                                 }
-                            });
+                            }
                         }
                     },
+                    text = async {
+                        match watch {
+                            Some(text) => text.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if watch.is_some() => {
+                        let Some(guess) = speculation.as_mut() else { continue };
+                        guess.reported = true;
+                        let ends_turn = matches!(&text, Ok(t) if answer_at_pause.ends_turn(t));
+                        if ends_turn && pending.is_empty() && answered_until.is_none() {
+                            let end = guess.end;
+                            speculation = None;
+                            buffer.take_until(end);
+                            answered_until = Some(end);
+                            if events.send(final_event(text, true)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
                     Some(event) = pending.next(), if !pending.is_empty() => {
                         if events.send(event).await.is_err() {
                             return;
@@ -524,6 +630,25 @@ impl SpeechToText for MoonshineStt {
                 }
             }
         })
+    }
+}
+
+/// A transcription started at a pause, shared between the pause (which
+/// may answer with it) and the utterance's end (which may reuse it).
+struct Speculation {
+    /// Where the utterance ends if the caller says no more.
+    end: SampleTime,
+    /// The transcript, once the model has it.
+    text: futures_util::future::Shared<BoxFuture<'static, Result<String, ProviderError>>>,
+    /// Whether the pause already looked at its result.
+    reported: bool,
+}
+
+/// A transcription's result as the event the pipeline expects.
+fn final_event(text: Result<String, ProviderError>, end_of_turn: bool) -> SttEvent {
+    match text {
+        Ok(text) => SttEvent::Final { text, end_of_turn },
+        Err(error) => SttEvent::Failed(error),
     }
 }
 
