@@ -4,6 +4,7 @@
 mod call_driver;
 mod callsim;
 mod catalog;
+mod crash;
 mod fake_deepgram;
 mod fake_elevenlabs;
 mod fake_openai;

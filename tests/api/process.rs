@@ -144,9 +144,44 @@ async fn cli_commands_work_and_keys_print_alone_on_the_last_line() {
     drop_database(&database).await;
 }
 
-#[tokio::test]
-async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
-    let (mut env, database) = test_env();
+/// A `switchboard serve` child process that has announced its address.
+pub(crate) struct Served {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// The address it listens on (`127.0.0.1:PORT`).
+    pub addr: String,
+    /// Keeps reading its (JSON) log lines so the child never blocks on a
+    /// full pipe; yields all of them once it exits.
+    pub logs: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Served {
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = self.child.id().expect("the server is still running");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
+            signal,
+        )
+        .expect("signal");
+    }
+
+    /// Waits for the process to exit (60 s at most, a safety net), then
+    /// for its remaining log lines.
+    pub async fn exited(mut self) -> (std::process::ExitStatus, String) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the server exited")
+            .expect("wait");
+        let logs = self.logs.await.expect("log reader").join("\n");
+        (status, logs)
+    }
+}
+
+/// Starts `switchboard serve` with `env` (JSON logs at info level) and
+/// waits until it says it is listening.
+pub(crate) async fn serve(env: &std::collections::BTreeMap<String, String>) -> Served {
+    let mut env = env.clone();
     env.insert("SWITCHBOARD_LOG_FORMAT".into(), "json".into());
     env.insert("SWITCHBOARD_LOG_LEVEL".into(), "info".into());
     let mut child = switchboard(&env)
@@ -157,50 +192,50 @@ async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
         .expect("spawn serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
     let addr = tokio::time::timeout(Duration::from_secs(60), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["message"] == "switchboard listening" {
-                    return v["addr"].as_str().map(str::to_string);
-                }
+            let addr = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .filter(|v| v["message"] == "switchboard listening")
+                .and_then(|v| v["addr"].as_str().map(str::to_string));
+            seen.push(line);
+            if addr.is_some() {
+                return addr;
             }
         }
         None
     })
     .await
     .expect("server announced its address in time")
-    .expect("listening line");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let drain = tokio::spawn(async move {
-        let mut rest = Vec::new();
+    .unwrap_or_else(|| panic!("no listening line:\n{}", seen.join("\n")));
+    let logs = tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
+            seen.push(line);
         }
-        rest
+        seen
     });
+    Served { child, addr, logs }
+}
+
+#[tokio::test]
+async fn serve_answers_probes_and_stops_cleanly_on_sigterm() {
+    let (env, database) = test_env();
+    let server = serve(&env).await;
 
     let client = reqwest::Client::new();
     for path in ["/healthz", "/readyz"] {
         let response = client
-            .get(format!("http://{addr}{path}"))
+            .get(format!("http://{}{path}", server.addr))
             .send()
             .await
             .expect("probe");
         assert_eq!(response.status(), 200, "{path}");
     }
 
-    let pid = child.id().expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits")),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .expect("signal");
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
-        .await
-        .expect("stopped within 20 s")
-        .expect("wait");
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    let (status, rest) = server.exited().await;
     assert!(status.success(), "exit status {status}");
-    let rest = drain.await.expect("drain").join("\n");
     assert!(rest.contains("shutdown requested"), "{rest}");
     assert!(rest.contains("\"stopped\""), "{rest}");
     drop_database(&database).await;
