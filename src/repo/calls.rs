@@ -171,7 +171,8 @@ pub async fn list_open(tx: &mut TenantTx) -> Result<Vec<Call>, StorageError> {
 }
 
 /// Closes an open call that a crash cut off: status `interrupted`, ended
-/// now, end reason `interrupted` unless one was already recorded (the first
+/// at the last sign of life (its last transcript row, else its answer or
+/// start: a server down for an hour must not bill an hour), end reason `interrupted` unless one was already recorded (the first
 /// reason wins, as in [`record_end_reason`]). `None` when the tenant has no
 /// such call, or it is not open any more.
 pub async fn close_interrupted(
@@ -179,7 +180,11 @@ pub async fn close_interrupted(
     call_sid: &str,
 ) -> Result<Option<Call>, StorageError> {
     let sql = format!(
-        "UPDATE calls SET status = 'interrupted', ended_at = now(),
+        "UPDATE calls c SET status = 'interrupted',
+             ended_at = greatest(c.started_at, coalesce(
+                 (SELECT max(t.created_at) FROM call_turns t
+                  WHERE t.customer_id = c.customer_id AND t.call_id = c.call_id),
+                 c.answered_at, c.started_at)),
              end_reason = coalesce(end_reason, 'interrupted')
          WHERE call_sid = $1 AND ended_at IS NULL AND status IN ('ringing', 'in-progress')
          RETURNING {COLUMNS}"
