@@ -43,6 +43,12 @@ pub struct LoadReport {
     pub underruns: usize,
     /// Off-spec frames seen.
     pub off_spec: usize,
+    /// Agent audio received over all calls, in 8 kHz samples: with the
+    /// fake providers (1 s greeting, 2 s per reply) a run with no dropped
+    /// frame receives exactly 8,000 × (calls + 2 × answered turns).
+    pub agent_samples: u64,
+    /// Caller turns that got an answer.
+    pub answered_turns: usize,
     /// Per call, the simulator's worst tick lateness, ms.
     pub tick_lateness_ms: Vec<f64>,
     /// Underruns on calls whose simulator ticks stayed within 20 ms.
@@ -136,8 +142,10 @@ fn absorb(report: &mut LoadReport, call: CallReport) {
                 .count()
         ));
     }
+    report.agent_samples += call.agent_audio.len() as u64;
     for t in &call.turns {
         if let Some(first) = t.first_agent_audio {
+            report.answered_turns += 1;
             report
                 .turn_latency_ms
                 .push((first.as_secs_f64() - t.caller_end.as_secs_f64()) * 1_000.0);
@@ -187,6 +195,11 @@ pub fn render(report: &LoadReport) -> String {
         report.lateness_ms.len(),
         report.underruns,
         report.off_spec
+    ));
+    out.push_str(&format!(
+        "agent audio received: {:.1} s over {} answered caller turns\n",
+        report.agent_samples as f64 / 8_000.0,
+        report.answered_turns
     ));
     out.push_str(&format!(
         "simulator tick lateness (worst per call): p50 {} ms, p99 {} ms; underruns on calls whose ticks stayed within 20 ms: {}\n",
