@@ -400,6 +400,9 @@ async fn run_stream(
     let mut chunk: u64 = 0;
     let mut steps: VecDeque<Step> = spec.script.iter().cloned().collect();
     let mut current: Option<(Step, usize)> = None;
+    // Where the current clip's speech ends (found once per clip: scanning
+    // it every tick would cost the simulator most of its CPU under load).
+    let mut clip_speech_end = 0usize;
     let mut waiting_since: Option<Instant> = None;
     // Agent audio bytes received when the current wait began, and since
     // when Twilio's buffer has been dry.
@@ -517,6 +520,9 @@ async fn run_stream(
                 if current.is_none() {
                     current = steps.pop_front().map(|s| (s, 0));
                     if let Some((step, _)) = &current {
+                        if let Step::Say(audio) | Step::Interrupt { audio } = step {
+                            clip_speech_end = speech_end(audio);
+                        }
                         match step {
                             Step::Interrupt { .. } => report.barge_ins.push(BargeIn { onset: elapsed, clear: None }),
                             Step::WaitAgent { .. } | Step::WaitAgentStart { .. } => {
@@ -548,7 +554,7 @@ async fn run_stream(
                         // The turn's clock starts at the end of speech, not
                         // of the file: the agent may answer while the clip's
                         // trailing silence is still streaming.
-                        let end = speech_end(audio);
+                        let end = clip_speech_end;
                         if before < end.max(1) && *pos >= end.max(1) {
                             let into_frame = Duration::from_millis((end - before) as u64 / 8);
                             report.turns.push(TurnLatency { caller_end: elapsed + into_frame, first_agent_audio: None });

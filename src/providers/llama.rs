@@ -591,10 +591,12 @@ impl Serve<'_> {
         request: &LlmRequest,
         prefill: bool,
     ) -> Result<(Vec<LlamaToken>, u32, LlamaSampler), ProviderError> {
-        let prompt = format_prompt(self.model, &self.template, &request.messages, !prefill)?;
-        // Special tokens in the template (`<|im_start|>`) are parsed as
-        // such; the BOS token is added only if the model asks for it.
-        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        let want = if prefill {
+            0
+        } else {
+            request.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
+        };
+        let tokens = self.fitting_prompt(&request.messages, !prefill, want)?;
         if tokens.is_empty() {
             return Err(rejected("the prompt is empty".into()));
         }
@@ -615,6 +617,52 @@ impl Serve<'_> {
             return Err(rejected("max_tokens must be at least 1".into()));
         }
         Ok((tokens, max_tokens, sampler))
+    }
+
+    /// The prompt's tokens, with the oldest turns of a conversation too
+    /// long for the context left out: the system prompt and the newest
+    /// message always stay, and what is kept starts at a caller turn. When
+    /// it must cut, it cuts down to three quarters of the context, so that
+    /// the next several turns share the cut prompt's prefix (and its cache)
+    /// instead of cutting, and re-evaluating, at every turn. (The caller's
+    /// memory in the system prompt carries what older turns said.)
+    fn fitting_prompt(
+        &self,
+        messages: &[LlmMessage],
+        add_assistant: bool,
+        reply: u32,
+    ) -> Result<Vec<LlamaToken>, ProviderError> {
+        let tokenize = |messages: &[LlmMessage]| -> Result<Vec<LlamaToken>, ProviderError> {
+            let prompt = format_prompt(self.model, &self.template, messages, add_assistant)?;
+            // Special tokens in the template (`<|im_start|>`) are parsed as
+            // such; the BOS token is added only if the model asks for it.
+            Ok(self.model.vocab().tokenize(prompt.as_bytes(), true, true))
+        };
+        let reply = reply.min(self.slot_tokens / 4);
+        let fits = |tokens: &[LlamaToken], limit: u32| {
+            u32::try_from(tokens.len())
+                .is_ok_and(|n| n.saturating_add(reply).saturating_add(1) < limit)
+        };
+        let tokens = tokenize(messages)?;
+        if fits(&tokens, self.slot_tokens) {
+            return Ok(tokens);
+        }
+        let target = self.slot_tokens / 4 * 3;
+        let mut kept = messages.to_vec();
+        let mut best = tokens;
+        while drop_oldest_turn(&mut kept) {
+            best = tokenize(&kept)?;
+            if fits(&best, target) {
+                break;
+            }
+        }
+        tracing::debug!(
+            messages = messages.len(),
+            kept = kept.len(),
+            tokens = best.len(),
+            "conversation cut to fit the local model's context"
+        );
+        Ok(best)
     }
 
     /// Gives the front waiting request a free slot, reusing the longest
@@ -868,6 +916,21 @@ fn sampler_for(n_vocab: i32, temperature: Option<f32>) -> LlamaSampler {
 /// The conversation in the model's chat template, ending with the opened
 /// assistant turn when `add_assistant` is set. Tool calls are left out; tool results are shown to the
 /// model as user messages.
+/// Removes the oldest turn after the system prompt (and any tool results
+/// or agent lines left leading), keeping the last message; false when
+/// nothing more can go.
+fn drop_oldest_turn(messages: &mut Vec<LlmMessage>) -> bool {
+    let first = usize::from(matches!(messages.first(), Some(LlmMessage::System(_))));
+    if messages.len() <= first + 1 {
+        return false;
+    }
+    messages.remove(first);
+    while messages.len() > first + 1 && !matches!(messages[first], LlmMessage::User(_)) {
+        messages.remove(first);
+    }
+    true
+}
+
 fn format_prompt(
     model: &LlamaModel,
     template: &LlamaChatTemplate,
@@ -1011,5 +1074,45 @@ mod tests {
             .expect_err("no model there");
         assert_eq!(error.kind(), "unavailable");
         assert_eq!(error.provider(), "smollm2");
+    }
+}
+
+#[cfg(test)]
+mod trim_tests {
+    use super::*;
+
+    fn user(t: &str) -> LlmMessage {
+        LlmMessage::User(t.into())
+    }
+
+    fn agent(t: &str) -> LlmMessage {
+        LlmMessage::Assistant {
+            content: t.into(),
+            tool_calls: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_oldest_turns_go_first_and_the_system_prompt_and_last_message_stay() {
+        let mut m = vec![
+            LlmMessage::System("rules".into()),
+            user("one"),
+            agent("a1"),
+            LlmMessage::Tool {
+                id: "t".into(),
+                content: "done".into(),
+            },
+            agent("a2"),
+            user("two"),
+            agent("a3"),
+            user("three"),
+        ];
+        assert!(drop_oldest_turn(&mut m));
+        // "one" went, and the agent lines and tool result it led to.
+        assert_eq!(m[0], LlmMessage::System("rules".into()));
+        assert_eq!(m[1], user("two"));
+        assert!(drop_oldest_turn(&mut m));
+        assert_eq!(m, vec![LlmMessage::System("rules".into()), user("three")]);
+        assert!(!drop_oldest_turn(&mut m), "the newest message stays");
     }
 }

@@ -267,6 +267,40 @@ async fn offline_llm_rejects_what_it_cannot_take() {
 }
 
 #[tokio::test]
+async fn offline_llm_answers_a_call_longer_than_its_context_by_leaving_out_old_turns() {
+    let Some(llm) = shared_model() else { return };
+    let base = serve(llm).await;
+    let mut messages = vec![json!({"role": "system", "content": "You are Ava, a receptionist."})];
+    // About 3,000 tokens of conversation: more than the 2,048 the model holds.
+    for i in 0..30 {
+        messages.push(json!({"role": "user", "content": format!("Question {i}: {}", "could you tell me about my policy, my car and my house insurance again? ".repeat(2))}));
+        messages.push(json!({"role": "assistant", "content": "Of course. Your policy covers your car and your house, and rentals while your car is repaired."}));
+    }
+    messages.push(json!({"role": "user", "content": "Thanks. Are you open on Saturday?"}));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&json!({"model": "smollm2", "messages": messages, "max_tokens": 8}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        200,
+        "the oldest turns are left out, not the call"
+    );
+    let body: Value = response.json().await.expect("JSON");
+    let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    assert!(
+        prompt > 0 && prompt < 2_048 * 3 / 4,
+        "cut to three quarters of the context: {body}"
+    );
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap_or(0) >= 1,
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn offline_llm_stops_generating_when_the_http_client_leaves() {
     let Some(llm) = own_model() else { return };
     let base = serve(llm.clone()).await;
