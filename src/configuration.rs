@@ -23,6 +23,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("SWITCHBOARD_DATA_DIR", "data_dir"),
     ("SWITCHBOARD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
     ("SWITCHBOARD_PROVIDERS", "providers"),
+    ("SWITCHBOARD_RUN_JOBS", "run_jobs"),
     ("SWITCHBOARD_LOG_FORMAT", "log.format"),
     ("SWITCHBOARD_LOG_LEVEL", "log.level"),
     ("SWITCHBOARD_DATABASE_URL", "database.url"),
@@ -106,6 +107,10 @@ pub struct Settings {
     pub vendors: BTreeMap<&'static str, VendorAccount>,
     /// Where calls read caller memory.
     pub memory: MemorySettings,
+    /// Whether this server runs the background jobs (post-call work,
+    /// retention). Off for nodes that only serve calls and APIs while a
+    /// separate worker runs the jobs.
+    pub run_jobs: bool,
 }
 
 /// Where the call orchestrator reaches caller memory: in this process
@@ -338,6 +343,7 @@ struct FileSettings {
     data_dir: Option<PathBuf>,
     shutdown_grace_secs: Option<u64>,
     providers: Option<String>,
+    run_jobs: Option<bool>,
     #[serde(default)]
     log: FileLog,
     #[serde(default)]
@@ -620,6 +626,19 @@ impl Settings {
         )?;
         let vendors = Self::merge_vendors(file.vendors, env)?;
         let memory = Self::merge_memory(file.memory, env)?;
+        let run_jobs = match env.var("SWITCHBOARD_RUN_JOBS") {
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                other => {
+                    return Err(ConfigError::invalid(
+                        "run_jobs",
+                        format!("`{other}` is not true or false"),
+                    ))
+                }
+            },
+            None => file.run_jobs.unwrap_or(true),
+        };
 
         Ok(Settings {
             listen,
@@ -637,6 +656,7 @@ impl Settings {
             providers,
             vendors,
             memory,
+            run_jobs,
         })
     }
 
@@ -786,9 +806,10 @@ impl Settings {
         out.push_str(&format!("public_url = \"{}\"\n", self.public_url));
         out.push_str(&format!("data_dir = \"{}\"\n", self.data_dir.display()));
         out.push_str(&format!(
-            "shutdown_grace_secs = {}\nproviders = \"{}\"\n\n[log]\n",
+            "shutdown_grace_secs = {}\nproviders = \"{}\"\nrun_jobs = {}\n\n[log]\n",
             self.shutdown_grace.as_secs(),
-            self.providers.as_str()
+            self.providers.as_str(),
+            self.run_jobs
         ));
         let format = match self.log.format {
             LogFormat::Human => "human",

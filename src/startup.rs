@@ -239,15 +239,26 @@ impl Application {
             jobs,
         } = self;
         let jobs_stop = CancellationToken::new();
+        // A node with `run_jobs = false` serves calls and APIs only; the
+        // jobs it enqueues wait for a node that runs them.
+        let run_jobs = state.settings.run_jobs;
         let runner = tokio::spawn({
             let stop = jobs_stop.clone();
-            async move { jobs.run(stop).await }
+            async move {
+                if run_jobs {
+                    jobs.run(stop).await
+                }
+            }
         });
-        let schedule = tokio::spawn(retention::run_schedule(
-            runtime.platform.db().clone(),
-            retention::SCHEDULE_EVERY,
-            jobs_stop.clone(),
-        ));
+        let schedule = tokio::spawn({
+            let db = runtime.platform.db().clone();
+            let stop = jobs_stop.clone();
+            async move {
+                if run_jobs {
+                    retention::run_schedule(db, retention::SCHEDULE_EVERY, stop).await
+                }
+            }
+        });
         let grace = state.settings.shutdown_grace;
         let draining = state.draining.clone();
         let live = state.calls.live.clone();

@@ -276,6 +276,22 @@ fn service(state: &AppState) -> MemoryService {
     MemoryService::new(state.platform.db().clone())
 }
 
+/// The customer a request acts for ([`tenant_of`]), checked to exist
+/// (rule 4), and the service to act with.
+async fn customer(
+    state: &AppState,
+    key: &MemoryKey,
+    pairs: &[(String, String)],
+    body: Option<&Value>,
+) -> Result<(CustomerId, MemoryService), MemoryApiError> {
+    let customer_id = tenant_of(key, pairs, body)?;
+    let service = service(state);
+    if !service.customer_exists(customer_id).await? {
+        return Err(MemoryError::UnknownCustomer.into());
+    }
+    Ok((customer_id, service))
+}
+
 type Reply = Result<(StatusCode, Json<Value>), MemoryApiError>;
 
 fn ok(status: StatusCode, mut body: Value) -> Reply {
@@ -290,11 +306,7 @@ async fn store(
     bytes: Bytes,
 ) -> Reply {
     let body = json_body(&bytes)?;
-    let customer_id = tenant_of(&key, &query_pairs(&query), Some(&body))?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), Some(&body)).await?;
     let memory: NewMemory = decode(body)?;
     let record = service.store(customer_id, &memory).await?;
     ok(
@@ -310,11 +322,7 @@ async fn list_memories(
     RawQuery(query): RawQuery,
 ) -> Reply {
     let pairs = query_pairs(&query);
-    let customer_id = tenant_of(&key, &pairs, None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &pairs, None).await?;
     let limit = page_size(query_limit(&pairs, "limit")?);
     let memories = service.list_memories(customer_id, &user_id, limit).await?;
     ok(
@@ -333,11 +341,7 @@ async fn delete_memory(
     Path(memory_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let customer_id = tenant_of(&key, &query_pairs(&query), None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), None).await?;
     let memory_id: Uuid = memory_id
         .parse()
         .map_err(|_| MemoryApiError::bad_request("the memory id must be a UUID"))?;
@@ -365,11 +369,7 @@ async fn enriched_context(
     bytes: Bytes,
 ) -> Reply {
     let body = json_body(&bytes)?;
-    let customer_id = tenant_of(&key, &query_pairs(&query), Some(&body))?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), Some(&body)).await?;
     let request: EnrichedRequest = decode(body)?;
     let context = service
         .enriched_context(
@@ -389,11 +389,7 @@ async fn process_call(
     bytes: Bytes,
 ) -> Reply {
     let body = json_body(&bytes)?;
-    let customer_id = tenant_of(&key, &query_pairs(&query), Some(&body))?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), Some(&body)).await?;
     let call: ProcessCall = decode(body)?;
     let processed = service
         .process_call(customer_id, &call, chrono::Utc::now())
@@ -408,11 +404,7 @@ async fn summaries(
     RawQuery(query): RawQuery,
 ) -> Reply {
     let pairs = query_pairs(&query);
-    let customer_id = tenant_of(&key, &pairs, None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &pairs, None).await?;
     let limit = page_size(query_limit(&pairs, "limit")?);
     let summaries = service.summaries(customer_id, &user_id, limit).await?;
     ok(
@@ -431,11 +423,7 @@ async fn profile(
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let customer_id = tenant_of(&key, &query_pairs(&query), None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), None).await?;
     let view = service
         .profile(customer_id, &user_id)
         .await?
@@ -452,11 +440,7 @@ async fn personality(
     RawQuery(query): RawQuery,
 ) -> Reply {
     let pairs = query_pairs(&query);
-    let customer_id = tenant_of(&key, &pairs, None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &pairs, None).await?;
     let limit = page_size(query_limit(&pairs, "limit")?);
     let view = service
         .personality(customer_id, &user_id, limit)
@@ -473,11 +457,7 @@ async fn erase_caller(
     Path(user_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let customer_id = tenant_of(&key, &query_pairs(&query), None)?;
-    let service = service(&state);
-    if !service.customer_exists(customer_id).await? {
-        return Err(MemoryError::UnknownCustomer.into());
-    }
+    let (customer_id, service) = customer(&state, &key, &query_pairs(&query), None).await?;
     let report = service
         .erase_caller(customer_id, &user_id, key.actor())
         .await?;

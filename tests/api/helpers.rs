@@ -202,7 +202,13 @@ pub struct TestApp {
 
 /// Starts the real application on a free port against a fresh database.
 pub async fn spawn_app() -> TestApp {
-    let (settings, database) = test_settings();
+    spawn_app_with(|_| {}).await
+}
+
+/// [`spawn_app`] with its settings adjusted first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let (mut settings, database) = test_settings();
+    adjust(&mut settings);
     let app = Application::build(settings).await.expect("app builds");
     let addr = app.local_addr().expect("bound");
     let platform = app.state().platform.clone();

@@ -111,16 +111,7 @@ async fn speak_into(
     audio: &[u8],
     is_short: bool,
 ) -> u64 {
-    let mut t = start;
-    for chunk in audio.chunks(160) {
-        let mut frame: UlawFrame = [0xFF; 160];
-        frame[..chunk.len()].copy_from_slice(chunk);
-        input
-            .send(SttInput::Audio { start: t, frame })
-            .await
-            .expect("stt input open");
-        t += 160;
-    }
+    let t = frames_into(input, start, audio).await;
     input
         .send(SttInput::UtteranceEnded { end: t, is_short })
         .await
