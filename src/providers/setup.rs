@@ -71,6 +71,11 @@ pub fn for_call(
     }
 }
 
+/// Temperatures a tenant may set.
+const TEMPERATURE: std::ops::RangeInclusive<f64> = 0.0..=2.0;
+/// Completion token limits a tenant may set.
+const MAX_TOKENS: std::ops::RangeInclusive<u64> = 1..=4_096;
+
 /// Model settings, defaults where the tenant set nothing valid.
 pub fn llm_settings(value: Option<&Value>) -> LlmSettings {
     let mut settings = LlmSettings::default();
@@ -83,12 +88,12 @@ pub fn llm_settings(value: Option<&Value>) -> LlmSettings {
         }
     }
     if let Some(t) = value.get("temperature").and_then(Value::as_f64) {
-        if (0.0..=2.0).contains(&t) {
+        if TEMPERATURE.contains(&t) {
             settings.temperature = Some(t as f32);
         }
     }
     if let Some(n) = value.get("max_tokens").and_then(Value::as_u64) {
-        if (1..=4_096).contains(&n) {
+        if MAX_TOKENS.contains(&n) {
             settings.max_tokens = u32::try_from(n).ok();
         }
     }
@@ -142,8 +147,8 @@ pub fn validate_provider_settings(value: &Value) -> Result<(), String> {
                     }
                 },
                 (_, "model") => v.as_str().is_some_and(|m| !m.trim().is_empty()),
-                ("llm", "temperature") => v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)),
-                ("llm", "max_tokens") => v.as_u64().is_some_and(|n| (1..=4_096).contains(&n)),
+                ("llm", "temperature") => v.as_f64().is_some_and(|t| TEMPERATURE.contains(&t)),
+                ("llm", "max_tokens") => v.as_u64().is_some_and(|n| MAX_TOKENS.contains(&n)),
                 ("tts", "voice_settings") => v.is_object(),
                 _ => return Err(format!("unknown setting `{role}.{key}`")),
             };

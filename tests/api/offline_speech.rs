@@ -112,11 +112,16 @@ async fn speak_into(
     is_short: bool,
 ) -> u64 {
     let t = frames_into(input, start, audio).await;
+    end_utterance(input, t, is_short).await;
+    t
+}
+
+/// Our endpointer's end of the utterance at stream time `end`.
+async fn end_utterance(input: &mpsc::Sender<SttInput>, end: u64, is_short: bool) {
     input
-        .send(SttInput::UtteranceEnded { end: t, is_short })
+        .send(SttInput::UtteranceEnded { end, is_short })
         .await
         .expect("stt input open");
-    t
 }
 
 async fn next_final(events: &mut mpsc::Receiver<SttEvent>) -> (String, bool) {
@@ -387,13 +392,7 @@ async fn moonshine_answers_a_question_at_the_pause_and_prepares_a_statement() {
         recall("whether my policy covers a rental car", &heard) >= 0.6,
         "heard {heard:?}"
     );
-    input
-        .send(SttInput::UtteranceEnded {
-            end,
-            is_short: false,
-        })
-        .await
-        .expect("open");
+    end_utterance(&input, end, false).await;
     assert_eq!(
         events.recv().await,
         Some(SttEvent::UtteranceEnd),
@@ -405,13 +404,7 @@ async fn moonshine_answers_a_question_at_the_pause_and_prepares_a_statement() {
     input.send(SttInput::Paused { end }).await.expect("open");
     let early = tokio::time::timeout(std::time::Duration::from_secs(3), events.recv()).await;
     assert!(early.is_err(), "a statement waits for the end: {early:?}");
-    input
-        .send(SttInput::UtteranceEnded {
-            end,
-            is_short: false,
-        })
-        .await
-        .expect("open");
+    end_utterance(&input, end, false).await;
     let (heard, end_of_turn) = next_final(&mut events).await;
     assert!(end_of_turn);
     assert!(
@@ -431,13 +424,7 @@ async fn moonshine_answers_a_question_at_the_pause_and_prepares_a_statement() {
         .await
         .expect("open");
     let end = frames_into(&input, paused_at, rest).await;
-    input
-        .send(SttInput::UtteranceEnded {
-            end,
-            is_short: false,
-        })
-        .await
-        .expect("open");
+    end_utterance(&input, end, false).await;
     let (heard, _) = next_final(&mut events).await;
     assert!(
         recall(

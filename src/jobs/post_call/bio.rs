@@ -84,22 +84,6 @@ pub fn render(
     Some(kept.join(" | "))
 }
 
-/// [`render`] with the template's sensitive fields left out: the bio to
-/// show when the caller is known by caller ID alone, which can be spoofed.
-/// The stored quick bio is the full one, for staff and verified callers.
-pub fn render_public(
-    format: &str,
-    values: &Map<String, Value>,
-    fields: &[TemplateField],
-) -> Option<String> {
-    let public: Map<String, Value> = values
-        .iter()
-        .filter(|(key, _)| !fields.iter().any(|f| f.sensitive && f.key == **key))
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    render(format, &public, fields)
-}
-
 /// One segment with its placeholders filled, and how many there were;
 /// `None` when one of them has no value (or the braces do not match).
 fn fill(
@@ -225,23 +209,6 @@ mod tests {
         assert_eq!(
             render(INSURANCE, &v, &insurance()).as_deref(),
             Some("Irvine")
-        );
-    }
-
-    #[test]
-    fn the_public_bio_leaves_sensitive_fields_out() {
-        let v = values(
-            json!({"name": "John Smith", "city": "Orange County", "since": 2020,
-                              "policies": "2 Auto + 1 Home"}),
-        );
-        assert_eq!(
-            render_public(INSURANCE, &v, &insurance()).as_deref(),
-            Some("John Smith | Orange County | Client since 2020")
-        );
-        let only_sensitive = values(json!({"policies": "2 Auto"}));
-        assert_eq!(
-            render_public(INSURANCE, &only_sensitive, &insurance()),
-            None
         );
     }
 

@@ -494,11 +494,17 @@ impl UtteranceBuffer {
         self.samples.iter().take(cut).copied().collect()
     }
 
+    /// Drops the audio up to stream time `end` (already transcribed).
+    fn drop_until(&mut self, end: SampleTime) {
+        let cut = (end.saturating_sub(self.start) as usize).min(self.samples.len());
+        self.samples.drain(..cut);
+        self.start += cut as u64;
+    }
+
     /// Removes and returns the audio up to stream time `end`.
     fn take_until(&mut self, end: SampleTime) -> Vec<i16> {
-        let cut = (end.saturating_sub(self.start) as usize).min(self.samples.len());
-        let utterance: Vec<i16> = self.samples.drain(..cut).collect();
-        self.start += cut as u64;
+        let utterance = self.peek_until(end);
+        self.drop_until(end);
         utterance
     }
 }
@@ -577,15 +583,18 @@ impl SpeechToText for MoonshineStt {
                                 continue;
                             }
                             let reuse = guess.filter(|g| g.end == end && answered.is_none());
-                            let pcm = buffer.take_until(end);
                             let end_of_turn = !is_short;
                             match reuse {
                                 // The caller said no more after the pause:
                                 // its transcript is the final.
-                                Some(guess) => pending.push_back(
-                                    async move { final_event(guess.text.await, end_of_turn) }.boxed(),
-                                ),
+                                Some(guess) => {
+                                    buffer.drop_until(end);
+                                    pending.push_back(
+                                        async move { final_event(guess.text.await, end_of_turn) }.boxed(),
+                                    );
+                                }
                                 None => {
+                                    let pcm = buffer.take_until(end);
                                     let model = Arc::clone(&model);
                                     pending.push_back(
                                         async move {
@@ -609,7 +618,7 @@ impl SpeechToText for MoonshineStt {
                         if ends_turn && pending.is_empty() && answered_until.is_none() {
                             let end = guess.end;
                             speculation = None;
-                            buffer.take_until(end);
+                            buffer.drop_until(end);
                             answered_until = Some(end);
                             if events.send(final_event(text, true)).await.is_err() {
                                 return;
